@@ -1,0 +1,100 @@
+"""The compression functions of LCS, on plain tensors.
+
+Every function takes ``alpha`` (or a value derived from it) as a tensor so that the same code
+runs eagerly, under ``torch.export`` and in ONNX: no data-dependent shapes anywhere. The top-k
+threshold comes from a sort and a gather, channel masks from a comparison with ``arange``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def capturing_graph() -> bool:
+    """True while torch.export, dynamo or the TorchScript tracer is capturing a graph."""
+    return bool(
+        torch.compiler.is_exporting() or torch.compiler.is_compiling() or torch.jit.is_tracing()
+    )
+
+
+def pruned_count(sparsity: Tensor, count: int) -> Tensor:
+    """k = round(sparsity * count), computed in float32 by every path alike."""
+    return torch.round(sparsity.reshape(-1)[:1].float() * count).clamp(0, count).long()
+
+
+def magnitude_threshold(weight: Tensor, sparsity: Tensor) -> Tensor:
+    """The |w| at or below which ``round(sparsity * numel)`` weights fall (the k smallest).
+
+    Returns -1 when nothing is to be pruned, so ``|w| > threshold`` keeps every weight.
+    Eagerly a selection finds the k-th smallest |w| (a full sort costs a training step about
+    4 % on CPU); while a graph is captured, a sort and a gather express the same value
+    without data-dependent shapes.
+    """
+    magnitudes = weight.detach().abs().flatten()
+    count = magnitudes.numel()
+    if not capturing_graph():
+        k = int(pruned_count(sparsity, count))
+        if k == 0:
+            return magnitudes.new_full((), -1.0)
+        if magnitudes.device.type == "cpu":
+            kth = np.partition(magnitudes.numpy(), k - 1)[k - 1]
+            return torch.tensor(kth, dtype=magnitudes.dtype)
+        return torch.kthvalue(magnitudes, k).values
+    ordered = torch.sort(magnitudes).values
+    # Index 0 of the padded table means "prune nothing"; index k is the k-th smallest |w|.
+    padded = torch.cat([ordered.new_full((1,), -1.0), ordered])
+    return padded.index_select(0, pruned_count(sparsity, count)).reshape(())
+
+
+def magnitude_mask(weight: Tensor, sparsity: Tensor) -> Tensor:
+    """Keep the largest |w| of a layer, zero the ``sparsity`` fraction with the smallest.
+
+    Computed without gradient: pruned weights receive no task gradient (LCS, section 3).
+    """
+    with torch.no_grad():
+        return (weight.detach().abs() > magnitude_threshold(weight, sparsity)).to(weight.dtype)
+
+
+def kept_channels(channels: int, width: Tensor) -> Tensor:
+    """How many leading channels a layer of ``channels`` keeps at ``width`` (at least one)."""
+    return torch.round(width.reshape(-1)[:1] * channels).clamp(1, channels)
+
+
+def channel_mask(channels: int, width: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """1 for the first ``round(channels * width)`` channels, 0 for the rest, shape [channels]."""
+    positions = torch.arange(channels, device=width.device, dtype=width.dtype)
+    return (positions < kept_channels(channels, width)).to(dtype)
+
+
+def affine_qparams(low: Tensor, high: Tensor, bits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Scale, zero point and largest code of asymmetric per-tensor quantization.
+
+    The range is widened to include 0 so that zero is exactly representable (padding and
+    pruned weights stay exactly zero after quantization).
+    """
+    low = torch.clamp(low, max=0.0)
+    high = torch.clamp(high, min=0.0)
+    levels = torch.pow(2.0, bits) - 1.0
+    scale = torch.clamp((high - low) / levels, min=1e-8)
+    zero_point = torch.clamp(torch.round(-low / scale), min=0.0).minimum(levels)
+    return scale, zero_point, levels
+
+
+def quantize_codes(x: Tensor, scale: Tensor, zero_point: Tensor, levels: Tensor) -> Tensor:
+    """Integer codes (as floats) of ``x`` on the affine grid: clamp(round(x / s) + z, 0, levels)."""
+    return torch.minimum(torch.clamp(torch.round(x / scale) + zero_point, min=0.0), levels)
+
+
+def fake_quantize(x: Tensor, scale: Tensor, zero_point: Tensor, levels: Tensor) -> Tensor:
+    """Quantize then dequantize, with a straight-through gradient to ``x``."""
+    codes = quantize_codes(x, scale, zero_point, levels)
+    dequantized = (codes - zero_point) * scale
+    return x + (dequantized - x).detach()
+
+
+def fake_quantize_tensor(x: Tensor, bits: Tensor) -> Tensor:
+    """Per-tensor affine fake quantization of ``x`` at ``bits``, range from x's own min and max."""
+    scale, zero_point, levels = affine_qparams(x.detach().min(), x.detach().max(), bits)
+    return fake_quantize(x, scale, zero_point, levels)

@@ -1,0 +1,108 @@
+"""Putting a subspace at a level: ``set_alpha``, ``at_alpha``, and the line regulariser."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from lcs_train.errors import LcsError
+from lcs_train.layer_kinds import LayerKinds
+from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleLinear
+from lcs_train.methods.base import CompressionMethod
+from lcs_train.models import build_model
+from lcs_train.shapes import Line, Point
+
+
+def build_subspace(
+    model: str, method: CompressionMethod, shape: Point | Line, **arguments: object
+) -> nn.Module:
+    """Build architecture ``model`` as a compressible subspace of ``method`` and ``shape``."""
+    network = build_model(model, LayerKinds(method, shape), **arguments)
+    network.lcs_method = method  # type: ignore[assignment]
+    return network
+
+
+def compressible_layers(model: nn.Module) -> Iterator[CompressibleLayer]:
+    """Every compressible layer of ``model``, in registration order."""
+    for module in model.modules():
+        if isinstance(module, CompressibleLayer):
+            yield module
+
+
+def model_method(model: nn.Module) -> CompressionMethod:
+    """The compression method ``model`` was built with."""
+    method = getattr(model, "lcs_method", None)
+    if method is None:
+        raise LcsError("this model is not a compressible subspace", "build it with build_subspace")
+    return method
+
+
+def check_alpha(alpha: float, method: CompressionMethod) -> float:
+    """Validate a user-given alpha against [0, 1] and the method's trained range."""
+    alpha = float(alpha)
+    if not 0.0 <= alpha <= 1.0:
+        raise LcsError(f"alpha {alpha:g} is outside [0, 1]", "give an alpha between 0 and 1")
+    if alpha > method.max_alpha + 1e-9:
+        raise LcsError(
+            f"alpha {alpha:g} is outside the trained range [0, {method.max_alpha:g}] "
+            f"of this {method.name} subspace",
+            f"give an alpha of at most {method.max_alpha:g}",
+        )
+    return alpha
+
+
+def set_alpha(model: nn.Module, alpha: float | Tensor) -> None:
+    """Put every compressible layer of ``model`` at ``alpha``.
+
+    A float is validated against the trained range; a tensor (shape [1]) is passed through
+    unchanged so that it can be a graph input.
+    """
+    if not isinstance(alpha, Tensor):
+        alpha = check_alpha(alpha, model_method(model))
+    for layer in compressible_layers(model):
+        layer.alpha = alpha
+
+
+@contextmanager
+def at_alpha(model: nn.Module, alpha: float | Tensor) -> Iterator[nn.Module]:
+    """Run a block with ``model`` at ``alpha``, restoring the previous alpha afterwards."""
+    previous = [layer.alpha for layer in compressible_layers(model)]
+    set_alpha(model, alpha)
+    try:
+        yield model
+    finally:
+        for layer, value in zip(compressible_layers(model), previous):
+            layer.alpha = value
+
+
+def set_schedule(model: nn.Module, compression_ramp: float, quantize_activations: bool) -> None:
+    """Training switches: the warm-up ramp of the compression and activation quantization."""
+    for layer in compressible_layers(model):
+        layer.compression_ramp = compression_ramp
+        layer.quantize_activations = quantize_activations
+
+
+def line_cosine_squared(model: nn.Module) -> Tensor:
+    """cos^2 between the two ends of the line, over all conv and linear layers together.
+
+    Zero for a point subspace. Penalising it pushes the ends apart (LCS+L, beta = 1).
+    """
+    dot = norm_start = norm_end = None
+    for layer in compressible_layers(model):
+        if not isinstance(layer, CompressibleConv2d | CompressibleLinear):
+            continue
+        end = getattr(layer, "weight_end", None)
+        if end is None:
+            continue
+        start = layer.weight
+        terms = ((start * end).sum(), start.pow(2).sum(), end.pow(2).sum())
+        if dot is None:
+            dot, norm_start, norm_end = terms
+        else:
+            dot, norm_start, norm_end = dot + terms[0], norm_start + terms[1], norm_end + terms[2]
+    if dot is None:
+        return torch.zeros(())
+    return dot.pow(2) / (norm_start * norm_end + 1e-12)

@@ -1,0 +1,295 @@
+"""The training loop: one run trains a whole compressible subspace.
+
+Per step it samples alphas for the shape and method (``sampling``), sums their losses, adds
+beta * cos^2 between the line's ends, and steps SGD under a warm-up + cosine schedule. The
+compression warm-up anneals the sparsity target from dense over the first part of training;
+activation quantization switches on after it. Every epoch ends with an atomic checkpoint, and
+``resume`` continues from it to the same result as an uninterrupted run: each epoch's
+randomness comes from a generator seeded by (seed, epoch), so no RNG state needs saving.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from lcs_train.data import Dataset, load_dataset, random_shift
+from lcs_train.errors import LcsError
+from lcs_train.methods import CompressionMethod, method_from_name
+from lcs_train.sampling import sample_alphas
+from lcs_train.shapes import Line, Point, shape_from_name
+from lcs_train.subspace import (
+    at_alpha,
+    build_subspace,
+    check_alpha,
+    line_cosine_squared,
+    set_alpha,
+    set_schedule,
+)
+
+#: Settings that must match for ``--resume`` (the rest, like epochs, may be extended).
+RESUME_KEYS = (
+    "model", "method", "shape", "dataset", "data_dir", "batch_size", "lr", "momentum",
+    "weight_decay", "warmup_epochs", "compression_warmup", "beta", "seed", "fixed_alpha",
+    "augment_shift", "max_alpha", "label_smoothing",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a training run (the CLI exposes each one)."""
+
+    model: str = "cpreresnet20"
+    method: str = "unstructured"
+    shape: str = "line"
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    compression_warmup: float = 0.8
+    beta: float = 1.0
+    seed: int = 0
+    fixed_alpha: float | None = None
+    augment_shift: int = 2
+    label_smoothing: float = 0.0
+    max_alpha: float | None = None
+    device: str = "auto"
+    threads: int | None = None
+
+    def compression_method(self) -> CompressionMethod:
+        """The method config, with ``max_alpha`` (if given) as its trained range."""
+        if self.max_alpha is None:
+            return method_from_name(self.method)
+        if not 0.0 < self.max_alpha <= 1.0:
+            raise LcsError(f"--max-alpha {self.max_alpha:g} is outside (0, 1]", "give a value in (0, 1]")
+        options = {
+            "unstructured": {"max_sparsity": self.max_alpha},
+            "structured": {"min_width": 1.0 - self.max_alpha},
+        }.get(self.method)
+        if options is None:
+            raise LcsError(f"--max-alpha does not apply to {self.method!r}", "quantized alphas map to bit widths; drop --max-alpha")
+        return method_from_name(self.method, **options)
+
+    def subspace_shape(self) -> Point | Line:
+        """A fixed-alpha baseline is an ordinary network: one weight set."""
+        return Point() if self.fixed_alpha is not None else shape_from_name(self.shape)
+
+
+@dataclass
+class EpochRecord:
+    """One line of the training history."""
+
+    epoch: int
+    loss: float
+    lr: float
+    seconds: float
+    accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise LcsError(f"device {name!r} asked for but CUDA is not available", "use --device cpu or auto")
+    return torch.device(name)
+
+
+def learning_rate(config: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up for ``warmup_epochs``, then cosine decay to zero."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * config.lr * (1.0 + math.cos(math.pi * progress))
+
+
+def compression_ramp(config: TrainConfig, step: int, total_steps: int) -> float:
+    """Fraction of the sampled compression applied at ``step`` (1 after the warm-up)."""
+    warmup = config.compression_warmup * total_steps
+    return 1.0 if warmup <= 0 else min(1.0, step / warmup)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy of ``model`` at its current alpha, in eval mode."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(images), batch_size):
+        logits = model(images[start : start + batch_size])
+        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+    model.train(was_training)
+    return correct / max(1, len(images))
+
+
+def metadata_for(config: TrainConfig, dataset: Dataset, method: CompressionMethod) -> dict[str, Any]:
+    """What a checkpoint records so that evaluation and export need nothing else."""
+    discrete = method.discrete_alphas()
+    shape = config.subspace_shape()
+    return {
+        "model": {
+            "name": config.model,
+            "arguments": {"in_channels": dataset.input_shape[0], "num_classes": len(dataset.classes)},
+        },
+        "method": method.to_metadata(),
+        "shape": shape.name,
+        "norm": method.norm,
+        "alpha": {
+            "min": 0.0,
+            "max": method.max_alpha,
+            "discrete": list(discrete) if discrete is not None else None,
+            "fixed": config.fixed_alpha,
+            "line_position": "t = clamp(alpha / max, 0, 1); w(t) = (1 - t) w0 + t w1" if shape.ends == 2 else None,
+            "meaning": "alpha = 0 is the most accurate end; larger alpha is more compressed",
+            "levels": {f"{a:g}": method.level(a) for a in (0.0, method.max_alpha)},
+        },
+        "input": dataset.preprocessing(),
+        "classes": dataset.classes,
+        "data": {"dataset": dataset.name, "data_dir": config.data_dir, "split_seed": 0,
+                 "train_size": len(dataset.train_labels), "held_out_size": len(dataset.test_labels)},
+        "activation_quantization": True,
+        "training": asdict(config),
+    }
+
+
+class Trainer:
+    """Holds a run's model, optimizer and data; ``fit`` runs the remaining epochs."""
+
+    def __init__(self, config: TrainConfig, output: str | Path, resume: bool = False) -> None:
+        self.config = config
+        self.output = Path(output)
+        if config.fixed_alpha is not None:
+            check_alpha(config.fixed_alpha, config.compression_method())
+        self.method = config.compression_method()
+        self.shape = config.subspace_shape()
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.dataset = load_dataset(config.dataset, config.data_dir)
+        torch.manual_seed(config.seed)
+        self.model = build_subspace(
+            config.model, self.method, self.shape,
+            in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes),
+        ).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum,
+            weight_decay=config.weight_decay, nesterov=config.momentum > 0,
+        )
+        self.history: list[EpochRecord] = []
+        self.start_epoch = 0
+        self.train_images = self.dataset.normalize(self.dataset.train_images)
+        # Zero padding of normalised images must be the background value, not 0.
+        self.background = float(self.dataset.normalize(torch.zeros(1, *self.dataset.input_shape)).flatten()[0])
+        self.test_images, self.test_labels = self.dataset.held_out()
+        if resume:
+            self._resume()
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset.train_labels) / self.config.batch_size)
+
+    def _resume(self) -> None:
+        checkpoint = load_checkpoint(self.output, with_train_state=True)
+        previous = checkpoint.metadata.get("training", {})
+        differing = [k for k in RESUME_KEYS if previous.get(k) != getattr(self.config, k)]
+        if differing:
+            detail = ", ".join(f"{k}: {previous.get(k)!r} there, {getattr(self.config, k)!r} now" for k in differing)
+            raise LcsError(
+                f"cannot resume {self.output}: it was trained with other settings ({detail})",
+                "resume with the same options, or train into a new --out file",
+            )
+        load_model_state(self.model, checkpoint.model_state, str(self.output))
+        momentum = {int(k.split(".")[1]): v for k, v in checkpoint.train_state.items() if k.startswith("momentum.")}
+        parameters = list(self.model.parameters())
+        for index, buffer in momentum.items():
+            self.optimizer.state[parameters[index]]["momentum_buffer"] = buffer.to(self.device).clone()
+        self.history = [EpochRecord(**record) for record in checkpoint.metadata.get("history", [])]
+        self.start_epoch = int(checkpoint.metadata.get("epoch", 0))
+
+    def _train_state(self) -> dict[str, Tensor]:
+        state = {}
+        for index, parameter in enumerate(self.model.parameters()):
+            buffer = self.optimizer.state.get(parameter, {}).get("momentum_buffer")
+            if buffer is not None:
+                state[f"momentum.{index}"] = buffer
+        return state
+
+    def save(self, epoch: int) -> Path:
+        """Write the checkpoint after ``epoch`` epochs."""
+        metadata = metadata_for(self.config, self.dataset, self.method)
+        metadata["epoch"] = epoch
+        metadata["complete"] = epoch >= self.config.epochs
+        metadata["history"] = [asdict(record) for record in self.history]
+        return save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+
+    def step_alphas(self, generator: torch.Generator) -> list[float]:
+        """Alphas to train at in one step."""
+        if self.config.fixed_alpha is not None:
+            return [self.config.fixed_alpha]
+        return sample_alphas(self.method, self.shape, generator)
+
+    def train_epoch(self, epoch: int, on_step: Callable[[dict[str, float]], None] | None = None) -> EpochRecord:
+        """One pass over the training split; deterministic given (seed, epoch)."""
+        config, model = self.config, self.model
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.train_images), generator=generator)
+        total_steps = config.epochs * self.steps_per_epoch
+        model.train()
+        started, losses = time.perf_counter(), []
+        for index in range(self.steps_per_epoch):
+            step = epoch * self.steps_per_epoch + index
+            batch = order[index * config.batch_size : (index + 1) * config.batch_size]
+            images = random_shift(self.train_images[batch] - self.background, config.augment_shift, generator)
+            images, labels = (images + self.background).to(self.device), self.dataset.train_labels[batch].to(self.device)
+            lr = learning_rate(config, step, self.steps_per_epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            ramp = 1.0 if config.fixed_alpha is not None else compression_ramp(config, step, total_steps)
+            warm = ramp >= 1.0
+            set_schedule(model, ramp, quantize_activations=warm)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss_value, alphas = 0.0, self.step_alphas(generator)
+            for alpha in alphas:
+                set_alpha(model, alpha)
+                loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
+                loss.backward()
+                loss_value += float(loss.detach())
+            if self.shape.ends == 2 and config.beta > 0:
+                (config.beta * line_cosine_squared(model)).backward()
+            self.optimizer.step()
+            losses.append(loss_value / len(alphas))
+            if on_step is not None:
+                on_step({"loss": losses[-1], "lr": lr, "alpha": alphas[-1], "ramp": ramp})
+        set_schedule(model, 1.0, True)
+        return EpochRecord(epoch + 1, sum(losses) / len(losses), lr, time.perf_counter() - started, self.quick_accuracy())
+
+    def report_alphas(self) -> list[float]:
+        """Alphas evaluated after each epoch: both ends and the middle."""
+        if self.config.fixed_alpha is not None:
+            return [self.config.fixed_alpha]
+        discrete = self.method.discrete_alphas()
+        middle = discrete[len(discrete) // 2] if discrete else round(self.method.max_alpha / 2, 4)
+        return [0.0, middle, self.method.max_alpha]
+
+    def quick_accuracy(self) -> dict[str, float]:
+        """Held-out accuracy at the report alphas."""
+        images, labels = self.test_images.to(self.device), self.test_labels.to(self.device)
+        result = {}
+        for alpha in self.report_alphas():
+            with at_alpha(self.model, alpha):
+                result[f"{alpha:g}"] = accuracy(self.model, images, labels)
+        return result
