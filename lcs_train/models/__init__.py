@@ -7,9 +7,9 @@ from typing import Any, Callable
 from torch import nn
 
 from lcs_train.errors import LcsError
-from lcs_train.models.cpreresnet import cpreresnet20
+from lcs_train.models.cpreresnet import cpreresnet11, cpreresnet20
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cpreresnet20": cpreresnet20}
+MODELS: dict[str, Callable[..., nn.Module]] = {"cpreresnet20": cpreresnet20, "cpreresnet11": cpreresnet11}
 
 
 def build_model(name: str, kinds: Any, **arguments: Any) -> nn.Module:

@@ -86,3 +86,8 @@ class CPreResNet(nn.Module):
 def cpreresnet20(kinds: Any, in_channels: int = 3, num_classes: int = 10) -> CPreResNet:
     """cPreResNet20 (depth 20, bottleneck), the network of the paper's CIFAR-10 runs."""
     return CPreResNet(kinds, depth=20, in_channels=in_channels, num_classes=num_classes)
+
+
+def cpreresnet11(kinds: Any, in_channels: int = 3, num_classes: int = 10) -> CPreResNet:
+    """cPreResNet11 (one bottleneck per stage): a small sibling for tests and quick trials."""
+    return CPreResNet(kinds, depth=11, in_channels=in_channels, num_classes=num_classes)

@@ -1,0 +1,1 @@
+"""lcs_export: from a subspace checkpoint to deployable, parity-checked artifacts."""
