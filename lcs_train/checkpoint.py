@@ -3,7 +3,7 @@
 Tensors: the model's state under ``model.``, training state (optimizer momentum) under
 ``train.``. Metadata key ``lcs`` holds JSON: architecture, method, shape, alpha range,
 preprocessing, classes, training config and history, library versions, and a sha256 over
-every tensor so that a tampered file is refused. Saves go to a temporary file in the same
+every tensor and the metadata itself, so that a tampered file is refused. Saves go to a temporary file in the same
 directory and are renamed into place, so an interrupted save never leaves a corrupt file.
 """
 
@@ -52,9 +52,12 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def tensor_digest(tensors: dict[str, Tensor]) -> str:
-    """sha256 over the names, dtypes, shapes and bytes of ``tensors``, in name order."""
+def content_digest(tensors: dict[str, Tensor], metadata: dict[str, Any]) -> str:
+    """sha256 over the metadata (canonical JSON, without the digest itself) and the names,
+    dtypes, shapes and bytes of ``tensors`` in name order: any edit to either is caught."""
     digest = hashlib.sha256()
+    described = {k: v for k, v in metadata.items() if k != "content_sha256"}
+    digest.update(json.dumps(described, sort_keys=True).encode())
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
@@ -74,13 +77,8 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     for key, value in (train_state or {}).items():
         tensors[f"train.{key}"] = value.detach().cpu().contiguous()
-    full = {
-        **metadata,
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "versions": library_versions(),
-        "tensor_sha256": tensor_digest(tensors),
-    }
+    full = {**metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "versions": library_versions()}
+    full["content_sha256"] = content_digest(tensors, full)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(handle)
     try:
@@ -116,9 +114,9 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
         raise LcsError(f"{path} is not an lcs subspace checkpoint", "pass a file written by lcs-train")
     if metadata.get("format_version", 0) > FORMAT_VERSION:
         raise LcsError(f"{path} was written by a newer lcs (format {metadata['format_version']})", "upgrade lcs")
-    if tensor_digest(tensors) != metadata.get("tensor_sha256"):
+    if content_digest(tensors, metadata) != metadata.get("content_sha256"):
         raise LcsError(
-            f"{path} failed its integrity check: its tensors were changed after it was saved",
+            f"{path} failed its integrity check: its tensors or metadata were changed after it was saved",
             "use the checkpoint as lcs-train wrote it, or train again",
         )
     model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}

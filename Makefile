@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv if it
+# is missing and installs the project (with its test extras) into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO := runs/demo
+CKPT := $(DEMO)/subspace.safetensors
+
+.PHONY: setup demo test bench clean
+
+$(BIN)/.lcs-installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(BIN)/.lcs-installed
+
+# Train the default subspace (resuming if a previous demo was interrupted), evaluate it,
+# then export and validate the bundles.
+demo: setup
+	if [ -f $(CKPT) ]; then $(BIN)/lcs-train --out $(CKPT) --resume --no-evaluate; \
+	else $(BIN)/lcs-train --out $(CKPT) --no-evaluate; fi
+	$(BIN)/lcs-train eval $(CKPT) --alphas 0,0.25,0.5,0.75,0.9
+	$(BIN)/lcs-export onnx $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/onnx --force
+	$(BIN)/lcs-export torchscript-lite $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/torchscript-lite --force
+	$(BIN)/lcs-export coreml $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/coreml --force
+
+test: setup
+	$(BIN)/python -m pytest
+
+bench: setup
+	$(BIN)/python bench/train_step.py
+	$(BIN)/python bench/export.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,187 @@
+"""``lcs-train``: train a compressible subspace, and evaluate one across alpha.
+
+``lcs-train`` with no arguments trains the default (cPreResNet20, unstructured, line, on the
+embedded MNIST subset, the ``quick`` recipe) into ``runs/default/subspace.safetensors`` and
+evaluates it. ``lcs-train eval CKPT`` prints accuracy and cost per alpha.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lcs_train.console import console, user_errors
+from lcs_train.errors import LcsError
+from lcs_train.evaluate import LevelResult, evaluate_checkpoint, parse_alphas, plot_accuracy, write_report
+from lcs_train.recipes import recipe_defaults
+from lcs_train.train import TrainConfig, Trainer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=False,
+    rich_markup_mode="rich",
+    help="Train LCS compressible subspaces (one run, a whole family of compressed networks) "
+    "and evaluate them across alpha. Run without a command to train.",
+)
+
+DEFAULT_OUT = Path("runs/default/subspace.safetensors")
+
+
+def _level_table(title: str, rows: list[LevelResult]) -> Table:
+    table = Table(title=title)
+    for column in ("alpha", "compression", "non-zero params", "MFLOPs", "top-1 %"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        compression = ", ".join(
+            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in row.compression.items()
+        )
+        table.add_row(
+            f"{row.alpha:g}", compression, f"{row.nonzero_parameters:,} / {row.parameters:,}",
+            f"{row.flops / 1e6:.2f}", f"{100 * row.accuracy:.2f}",
+        )
+    return table
+
+
+def run_evaluation(checkpoint: Path, alphas: Optional[list[float]], baselines: list[Path], out: Optional[Path], data_dir: Optional[str]) -> None:
+    """Evaluate, print the table, write JSON and the PNG plot next to ``out``."""
+    results, loaded = evaluate_checkpoint(checkpoint, alphas, data_dir)
+    baseline_rows = {}
+    for path in baselines:
+        rows, _ = evaluate_checkpoint(path, None, data_dir)
+        baseline_rows[path.stem] = rows
+    console.print(_level_table(f"{checkpoint}: {loaded.metadata['method']['name']} {loaded.metadata['shape']}", results))
+    for name, rows in baseline_rows.items():
+        console.print(_level_table(f"baseline {name}", rows))
+    out = out or checkpoint.with_suffix(".eval.json")
+    write_report(results, baseline_rows, out, str(checkpoint))
+    plot = out.with_suffix(".png")
+    plot_accuracy(results, baseline_rows, plot, f"{loaded.metadata['model']['name']} {loaded.metadata['method']['name']} {loaded.metadata['shape']}")
+    console.print(f"wrote [bold]{out}[/bold] and [bold]{plot}[/bold]")
+
+
+def train_with_progress(trainer: Trainer) -> None:
+    """Run the remaining epochs with a rich progress bar, saving after each epoch."""
+    config = trainer.config
+    total = config.epochs * trainer.steps_per_epoch
+    columns = (
+        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.4f}  alpha {task.fields[alpha]:.3f}"),
+        TimeElapsedColumn(), TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(
+            "train", total=total, completed=trainer.start_epoch * trainer.steps_per_epoch,
+            epoch=trainer.start_epoch + 1, epochs=config.epochs, loss=float("nan"), lr=0.0, alpha=0.0,
+        )
+
+        def on_step(facts: dict[str, float]) -> None:
+            progress.update(task, advance=1, loss=facts["loss"], lr=facts["lr"], alpha=facts["alpha"])
+
+        for epoch in range(trainer.start_epoch, config.epochs):
+            progress.update(task, epoch=epoch + 1)
+            try:
+                record = trainer.train_epoch(epoch, on_step)
+            except KeyboardInterrupt:
+                progress.stop()
+                console.print(
+                    f"[yellow]interrupted[/yellow] during epoch {epoch + 1}; the checkpoint of epoch {epoch} "
+                    f"is intact at {trainer.output}. Continue with the same command plus --resume."
+                )
+                raise typer.Exit(130) from None
+            trainer.history.append(record)
+            trainer.save(epoch + 1)
+            accuracies = "  ".join(f"a={k}: {100 * v:.1f}%" for k, v in record.accuracy.items())
+            progress.console.print(f"epoch {record.epoch}: loss {record.loss:.4f}  {accuracies}  ({record.seconds:.1f} s)")
+
+
+@app.callback(invoke_without_command=True)
+@user_errors
+def train(
+    ctx: typer.Context,
+    model: str = typer.Option("cpreresnet20", help="Architecture: cpreresnet20 (or cpreresnet11, smaller)."),
+    method: str = typer.Option("unstructured", help="Compression: unstructured, structured or quantized."),
+    shape: str = typer.Option("line", help="Subspace shape: line (LCS+L) or point (LCS+P)."),
+    dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8) or cifar10 (needs --data-dir)."),
+    data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's binary batches (nothing is downloaded)."),
+    recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data) or paper (the paper's 200-epoch recipe)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs [recipe]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size [recipe]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD [recipe; quantized: x0.25]."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (Nesterov) [0.9]."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [5e-4]."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up epochs before the cosine decay [recipe]."),
+    compression_warmup: Optional[float] = typer.Option(None, help="Fraction of steps over which compression is annealed from dense; activation quantization starts after it [0.8]."),
+    beta: Optional[float] = typer.Option(None, help="Weight of the cos^2 regulariser between the line's ends [1.0]."),
+    augment_shift: Optional[int] = typer.Option(None, help="Random translation of training images, in pixels [recipe]."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy."),
+    max_alpha: Optional[float] = typer.Option(None, help="Top of the trained alpha range [unstructured 0.95, structured 0.75]."),
+    fixed_alpha: Optional[float] = typer.Option(None, help="Train an ordinary network at this one level instead (a baseline for eval)."),
+    seed: int = typer.Option(0, help="Random seed; runs are reproducible."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Checkpoint file (safetensors), saved after every epoch."),
+    resume: bool = typer.Option(False, help="Continue the run in --out after an interruption (same settings required)."),
+    evaluate: bool = typer.Option(True, help="Evaluate across alpha after training."),
+    debug: bool = typer.Option(False, help="Show tracebacks for errors."),
+) -> None:
+    """Train a compressible subspace (the default command)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if method not in ("unstructured", "structured", "quantized"):
+        raise LcsError(f"unknown compression method {method!r}", "use unstructured, structured or quantized")
+    settings = recipe_defaults(recipe, method)
+    given = {
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+        "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+        "compression_warmup": compression_warmup, "beta": beta, "augment_shift": augment_shift,
+    }
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if settings["epochs"] < 1 or settings["batch_size"] < 1:
+        raise LcsError("--epochs and --batch-size must be at least 1", "give positive values")
+    config = TrainConfig(
+        model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
+        label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
+        seed=seed, device=device, threads=threads, **settings,
+    )
+    if out.exists() and not resume:
+        raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
+    trainer = Trainer(config, out, resume=resume)
+    console.print(
+        f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
+        f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "
+        f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}"
+    )
+    if trainer.start_epoch >= config.epochs:
+        console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")
+    else:
+        train_with_progress(trainer)
+    seconds = sum(record.seconds for record in trainer.history)
+    console.print(f"saved [bold]{out}[/bold] ({seconds:.0f} s of training)")
+    if evaluate:
+        run_evaluation(out, None, [], None, data_dir)
+
+
+@app.command("eval")
+@user_errors
+def eval_command(
+    checkpoint: Path = typer.Argument(..., help="Subspace checkpoint written by lcs-train."),
+    alphas: Optional[str] = typer.Option(None, help="Comma-separated alphas, e.g. 0,0.25,0.5,0.75,0.9 [method's default grid]."),
+    baseline: list[Path] = typer.Option([], help="A --fixed-alpha checkpoint to plot beside the subspace (repeatable)."),
+    out: Optional[Path] = typer.Option(None, help="JSON report path [CKPT.eval.json]; the plot goes beside it as .png."),
+    data_dir: Optional[str] = typer.Option(None, help="Data directory, if the checkpoint's dataset needs one and it moved."),
+    debug: bool = typer.Option(False, help="Show tracebacks for errors."),
+) -> None:
+    """Evaluate a subspace across alpha: accuracy, real compression, non-zeros, FLOPs."""
+    run_evaluation(checkpoint, parse_alphas(alphas) if alphas else None, baseline, out, data_dir)
+
+
+def main() -> None:
+    """Console entry point."""
+    app()

@@ -1,0 +1,37 @@
+"""Named training recipes: the defaults that options left unset fall back to.
+
+``paper`` is the recipe of the paper's official code (tuned for 200 epochs). ``quick`` is
+sized for the embedded MNIST subset on two CPU cores in about ten minutes: smaller batches
+give GroupNorm networks the many more updates per epoch they need to converge in a short
+budget (at batch 128 the paper's recipe reaches about 51 % in 15 epochs here).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lcs_train.errors import LcsError
+
+RECIPES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "epochs": 30, "batch_size": 32, "lr": 0.1, "warmup_epochs": 1, "weight_decay": 5e-4,
+        "momentum": 0.9, "compression_warmup": 0.8, "beta": 1.0, "augment_shift": 2,
+    },
+    "paper": {
+        "epochs": 200, "batch_size": 128, "lr": 0.1, "warmup_epochs": 5, "weight_decay": 5e-4,
+        "momentum": 0.9, "compression_warmup": 0.8, "beta": 1.0, "augment_shift": 0,
+    },
+}
+
+#: The paper trains quantized subspaces at a quarter of the learning rate.
+QUANTIZED_LR_FACTOR = 0.25
+
+
+def recipe_defaults(name: str, method: str) -> dict[str, Any]:
+    """The settings of recipe ``name`` for ``method``."""
+    if name not in RECIPES:
+        raise LcsError(f"unknown recipe {name!r}", f"use one of: {', '.join(RECIPES)}")
+    settings = dict(RECIPES[name])
+    if method == "quantized":
+        settings["lr"] *= QUANTIZED_LR_FACTOR
+    return settings
