@@ -15,11 +15,11 @@ from rich.table import Table
 
 from lcs_export.bundle import IntegrityResult
 from lcs_export.parity import ParityReport
+from lcs_train.console import fail
 from lcs_train.errors import LcsError
 
-#: Exit codes: a check failed (parity, integrity) / the user gave something wrong.
+#: Exit code of a failed check (parity, integrity); user errors exit 2 (lcs_train.console).
 CHECK_FAILED = 1
-USER_ERROR = 2
 
 error_console = Console(stderr=True)
 
@@ -44,9 +44,7 @@ def user_errors(debug: bool) -> Iterator[None]:
     except LcsError as error:
         if debug:
             raise
-        hint = f" [dim]Fix: {error.hint}[/dim]" if error.hint else ""
-        error_console.print(f"[bold red]error:[/bold red] {error.message}.{hint}", highlight=False, soft_wrap=True)
-        raise typer.Exit(USER_ERROR) from None
+        fail(error)
 
 
 def make_progress(console: Console) -> Progress:

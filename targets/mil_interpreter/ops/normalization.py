@@ -31,30 +31,30 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
     return (x - mean) / np.sqrt(var + eps)
 
 
+def _affine(out: np.ndarray, args: OpArgs, x: np.ndarray) -> np.ndarray:
+    """Apply the optional per-channel ``gamma`` and ``beta`` of a norm op."""
+    gamma, beta = _channel_param(args, "gamma", x), _channel_param(args, "beta", x)
+    if gamma is not None:
+        out = out * gamma
+    if beta is not None:
+        out = out + beta
+    return out
+
+
 @register("batch_norm")
 def batch_norm(args: OpArgs) -> np.ndarray:
     x = _x(args)
     mean = _channel_param(args, "mean", x)
     var = _channel_param(args, "variance", x)
     out = (x - mean) / np.sqrt(var + _eps(args, 1e-5))
-    gamma, beta = _channel_param(args, "gamma", x), _channel_param(args, "beta", x)
-    if gamma is not None:
-        out = out * gamma
-    if beta is not None:
-        out = out + beta
-    return out
+    return _affine(out, args, x)
 
 
 @register("instance_norm")
 def instance_norm(args: OpArgs) -> np.ndarray:
     x = _x(args)
     out = _normalize(x, tuple(range(2, x.ndim)), _eps(args, 1e-5))
-    gamma, beta = _channel_param(args, "gamma", x), _channel_param(args, "beta", x)
-    if gamma is not None:
-        out = out * gamma
-    if beta is not None:
-        out = out + beta
-    return out
+    return _affine(out, args, x)
 
 
 @register("layer_norm")
