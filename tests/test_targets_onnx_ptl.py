@@ -1,0 +1,147 @@
+"""ONNX and TorchScript Lite artifacts agree with PyTorch on real held-out digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx.reference import ReferenceEvaluator
+
+from lcs_export.materialize import materialize_level
+from lcs_train.data import load_dataset
+from lcs_train.errors import LcsError
+from lcs_train.restore import load_subspace
+from lcs_train.subspace import at_alpha, model_method
+from targets.base import Artifact, Level, get_target
+
+#: (method, shape, level alphas): quantized levels at 8 and 4 bits.
+CASES = {
+    "unstructured": ("line", [0.0, 0.95]),
+    "structured": ("line", [0.0, 0.75]),
+    "quantized": ("line", [0.0, 0.8]),
+}
+
+
+@pytest.fixture(scope="module")
+def held_out() -> np.ndarray:
+    images, _ = load_dataset("digits").held_out()
+    return images.numpy()
+
+
+def entry(artifact: Artifact) -> dict:
+    return {"path": artifact.path, "kind": artifact.kind, "alphas": artifact.alphas, "details": artifact.details}
+
+
+@pytest.fixture(scope="module")
+def exported(trained_checkpoint, tmp_path_factory):
+    """Per method: the subspace and every artifact of both targets (exported once)."""
+    cache: dict[tuple[str, str], tuple] = {}
+
+    def get(method: str, target_name: str):
+        key = (method, target_name)
+        if key not in cache:
+            shape, alphas = CASES[method]
+            model, _ = load_subspace(trained_checkpoint(method, shape))
+            directory = tmp_path_factory.mktemp(f"{target_name}-{method}")
+            target = get_target(target_name)
+            example = torch.zeros(1, 1, 8, 8)
+            levels = [Level(a, materialize_level(model, a), {}) for a in alphas]
+            artifacts = target.export_levels(levels, example, directory, {})
+            artifacts += target.export_alpha_input(model, example, directory, {})
+            cache[key] = (model, directory, target, artifacts)
+        return cache[key]
+
+    return get
+
+
+def pytorch_logits(model: torch.nn.Module, images: np.ndarray, alpha: float) -> np.ndarray:
+    top = model_method(model).max_alpha
+    with torch.no_grad(), at_alpha(model, min(max(alpha, 0.0), top)):
+        return model(torch.from_numpy(images)).numpy()
+
+
+def check_parity(got: np.ndarray, expected: np.ndarray, quantized: bool, what: str) -> None:
+    agreement = float((got.argmax(1) == expected.argmax(1)).mean())
+    if quantized:
+        assert agreement >= 0.99, what
+        return
+    # A top-1 "disagreement" inside float noise (two logits within 1e-5) is a tie, not a fault.
+    ordered = np.sort(expected, axis=1)
+    decided = (ordered[:, -1] - ordered[:, -2]) > 1e-5
+    assert float((got.argmax(1) == expected.argmax(1))[decided].mean()) == 1.0, what
+    assert float(np.abs(got - expected).max()) <= 1e-3, what
+
+
+def served_alphas(artifact: Artifact, model: torch.nn.Module) -> list[float]:
+    if artifact.kind == "level":
+        return artifact.alphas
+    top = model_method(model).max_alpha
+    discrete = model_method(model).discrete_alphas()
+    inside = list(discrete[::2]) + [0.45] if discrete else [0.0, 0.37 * top, 0.8 * top, top]
+    return [*inside, -1.0, top + 0.5]  # the last two are clamped in the graph
+
+
+@pytest.mark.parametrize("target_name", ["onnx", "torchscript-lite"])
+@pytest.mark.parametrize("method", list(CASES))
+def test_every_artifact_matches_pytorch(exported, held_out, method: str, target_name: str) -> None:
+    model, directory, target, artifacts = exported(method, target_name)
+    kinds = {(a.kind, a.details.get("mode")) for a in artifacts}
+    assert ("level", None) in kinds and ("alpha_input", "single_graph") in kinds
+    for artifact in artifacts:
+        runner = target.load(directory, entry(artifact))
+        for alpha in served_alphas(artifact, model):
+            check_parity(runner.run(held_out, alpha), pytorch_logits(model, held_out, alpha),
+                         method == "quantized", f"{target_name} {artifact.path} alpha {alpha}")
+
+
+def test_level_runner_refuses_another_alpha(exported, held_out) -> None:
+    _, directory, target, artifacts = exported("unstructured", "onnx")
+    level = next(a for a in artifacts if a.kind == "level")
+    with pytest.raises(LcsError, match="cannot run alpha"):
+        target.load(directory, entry(level)).run(held_out[:1], 0.5)
+
+
+def test_onnx_files_are_single_files_with_a_dynamic_batch(exported) -> None:
+    _, directory, _, artifacts = exported("unstructured", "onnx")
+    assert not list(Path(directory).glob("*.data"))
+    for artifact in artifacts:
+        model = onnx.load(directory / artifact.path, load_external_data=False)
+        assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+        if artifact.details.get("inputs", [None])[0] == "input":
+            assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+
+
+def test_onnx_level_through_the_reference_evaluator(exported, held_out) -> None:
+    model, directory, _, artifacts = exported("quantized", "onnx")
+    level = next(a for a in artifacts if a.kind == "level" and a.alphas == [0.8])  # 4 bits: UINT4
+    images = held_out[:8]
+    (got,) = ReferenceEvaluator(str(directory / level.path)).run(None, {"input": images})
+    check_parity(got, pytorch_logits(model, images, 0.8), True, "reference evaluator")
+    assert float(np.abs(got - pytorch_logits(model, images, 0.8)).max()) <= 1e-3
+
+
+def test_quantized_onnx_levels_store_integers_and_shrink(exported) -> None:
+    _, float_directory, _, float_artifacts = exported("unstructured", "onnx")
+    _, directory, _, artifacts = exported("quantized", "onnx")
+    float_size = (float_directory / float_artifacts[0].path).stat().st_size
+    sizes = {}
+    for artifact in (a for a in artifacts if a.kind == "level"):
+        model = onnx.load(directory / artifact.path)
+        types = {t.data_type for t in model.graph.initializer}
+        expected = onnx.TensorProto.UINT4 if artifact.alphas == [0.8] else onnx.TensorProto.UINT8
+        assert expected in types
+        assert artifact.details["opset"] == (21 if artifact.alphas == [0.8] else 18)
+        sizes[artifact.alphas[0]] = (directory / artifact.path).stat().st_size
+    assert sizes[0.0] < 0.35 * float_size  # 8 bits (stem, classifier and norms stay float)
+    assert sizes[0.8] < 0.22 * float_size  # 4 bits
+
+
+def test_lite_records_that_mobile_optimisation_was_skipped(exported) -> None:
+    _, _, _, artifacts = exported("unstructured", "torchscript-lite")
+    for artifact in artifacts:
+        assert isinstance(artifact.details["optimize_for_mobile"], bool)
+        if not artifact.details["optimize_for_mobile"]:
+            assert "XNNPACK" in artifact.details["note"]
