@@ -118,11 +118,14 @@ def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
 
 def _supported(target: Any, flag: str, verb: Any, subject: Any, example: torch.Tensor, staging: Path,
                options: dict[str, Any]) -> list[Any]:
-    """Call a target's export verb; a verb it does not implement is the user's option to drop."""
-    try:
-        return list(verb(subject, example, staging, dict(options)))
-    except NotImplementedError:
-        raise LcsError(f"target {target.name} does not support {flag}", f"drop {flag} or use another target") from None
+    """Call a target's export verb; a verb the target does not implement is the user's option
+    to drop. Only the base class's placeholder counts as "not implemented": the same exception
+    raised from inside a converter is a real failure and keeps its message."""
+    from targets.base import Target
+
+    if getattr(type(target), verb.__name__) is getattr(Target, verb.__name__):
+        raise LcsError(f"target {target.name} does not support {flag}", f"drop {flag} or use another target")
+    return list(verb(subject, example, staging, dict(options)))
 
 
 def build_manifest(request: ExportRequest, target: Any, metadata: dict[str, Any], levels: list[Any],

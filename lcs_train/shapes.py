@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from lcs_train.compression import capturing_graph
 from lcs_train.errors import LcsError
 
 
@@ -48,6 +49,11 @@ class Line:
         start = getattr(module, name)
         end = getattr(module, f"{name}_end")
         t = position.reshape(()).to(start.dtype)
+        if module.training and not capturing_graph():
+            # Training: one fused op forward and backward instead of sub, mul and add
+            # (about 3 % of a step). Graph capture keeps primitive ops: Core ML's converter
+            # has no lerp.
+            return torch.lerp(start, end, t)
         return start + t * (end - start)
 
 
