@@ -300,3 +300,14 @@ if sys.platform != "darwin":
     # Stated once for the reader of a test log: what Linux cannot check here.
     def test_linux_cannot_run_coreml_prediction():
         pytest.skip(NOT_ON_MACOS)
+
+
+def test_alpha_input_program_of_a_line_subspace(trained_checkpoint, tmp_path, held_out):
+    """Lines interpolate every weight in the program; the converter must get primitive ops."""
+    model, _ = load_subspace(trained_checkpoint("unstructured", "line"))
+    example = torch.from_numpy(held_out[0][:1])
+    (artifact,) = get_target("coreml").export_alpha_input(model, example, tmp_path, {})
+    top = float(model.lcs_method.max_alpha)
+    for alpha in (0.0, 0.41 * top, top):
+        report = _check(model, tmp_path, artifact, alpha, held_out, model.lcs_method.level(alpha))
+        assert report.passed, (alpha, report.failures)

@@ -229,3 +229,22 @@ def test_validate_says_how_to_fix_a_missing_checkpoint(bundle: Path, checkpoint:
 def test_validate_refuses_data_of_another_shape(bundle: Path, tmp_path: Path) -> None:
     result = invoke("validate", _copy(bundle, tmp_path), "--data", "mnist")
     assert result.exit_code == 2 and "28x28" in result.output
+
+
+def test_a_converter_failure_is_not_reported_as_an_unsupported_flag(tmp_path: Path) -> None:
+    """Only the Target placeholder means 'unsupported'; a converter's own NotImplementedError
+    (say, an op it lacks) must surface with its message."""
+    from lcs_export.export import _supported
+    from lcs_train.errors import LcsError
+    from targets.base import Target
+
+    class Failing(Target):
+        name = "failing"
+
+        def export_alpha_input(self, subspace, example, directory, options):
+            raise NotImplementedError("aten::lerp is not supported")
+
+    with pytest.raises(NotImplementedError, match="lerp"):
+        _supported(Failing(), "--dynamic-alpha", Failing().export_alpha_input, None, None, tmp_path, {})
+    with pytest.raises(LcsError, match="does not support --levels"):
+        _supported(Failing(), "--levels", Failing().export_levels, [], None, tmp_path, {})
