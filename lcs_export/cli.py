@@ -21,12 +21,13 @@ import typer
 
 from lcs_export.console import (
     CHECK_FAILED, artifacts_table, error_console, failure_lines, integrity_table, make_progress, output_console,
-    parity_table, print_json, user_errors,
+    parity_table, print_json,
 )
 from lcs_export.export import DEFAULT_SAMPLE_INPUTS, ExportRequest, export_bundle
 from lcs_export.inspect_bundle import inspect_bundle, levels_table, render_inspection
 from lcs_export.parity import Tolerances
 from lcs_export.validate import ValidationResult, validate_bundle
+from lcs_train.console import reported_user_errors as user_errors
 from lcs_train.errors import LcsError
 
 

@@ -4,8 +4,6 @@ and the tables every command shares (artifacts, parity, integrity)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import typer
@@ -15,13 +13,11 @@ from rich.table import Table
 
 from lcs_export.bundle import IntegrityResult
 from lcs_export.parity import ParityReport
-from lcs_train.console import fail
-from lcs_train.errors import LcsError
+from lcs_train.console import error_console  # noqa: F401 (one stderr console for both CLIs)
 
 #: Exit code of a failed check (parity, integrity); user errors exit 2 (lcs_train.console).
 CHECK_FAILED = 1
 
-error_console = Console(stderr=True)
 
 
 def output_console(json_output: bool) -> Console:
@@ -34,17 +30,6 @@ def output_console(json_output: bool) -> Console:
 def print_json(data: Any) -> None:
     """Machine-readable output on stdout, uncoloured."""
     typer.echo(json.dumps(data, indent=2, allow_nan=False))
-
-
-@contextmanager
-def user_errors(debug: bool) -> Iterator[None]:
-    """Turn an ``LcsError`` into one red line and exit code 2 (a traceback only with --debug)."""
-    try:
-        yield
-    except LcsError as error:
-        if debug:
-            raise
-        fail(error)
 
 
 def make_progress(console: Console) -> Progress:

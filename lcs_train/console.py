@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, TypeVar
 
 from rich.console import Console
@@ -27,17 +28,25 @@ def fail(error: LcsError) -> NoReturn:
 Command = TypeVar("Command", bound=Callable[..., Any])
 
 
+@contextmanager
+def reported_user_errors(debug: bool) -> Iterator[None]:
+    """Turn an ``LcsError`` raised inside the block into one red line and exit code 2
+    (the traceback only with ``--debug``)."""
+    try:
+        yield
+    except LcsError as error:
+        if debug:
+            raise
+        fail(error)
+
+
 def user_errors(command: Command) -> Command:
     """Decorate a CLI command: an ``LcsError`` becomes one red line and exit code 2, unless
     the command was given ``--debug`` (then the traceback is shown)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
+        with reported_user_errors(bool(kwargs.get("debug"))):
             return command(*args, **kwargs)
-        except LcsError as error:
-            if kwargs.get("debug"):
-                raise
-            fail(error)
 
     return wrapper  # type: ignore[return-value]
