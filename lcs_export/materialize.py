@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from lcs_train.compression import affine_qparams, kept_channels, quantize_codes
 from lcs_train.errors import LcsError
-from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleLinear, CompressibleNorm
+from lcs_train.layers import CompressibleLayer, CompressibleLinear, CompressibleNorm
 from lcs_train.methods import Dense, Quantized, Structured
 from lcs_train.subspace import check_alpha, compressible_layers, model_method
 

@@ -7,8 +7,6 @@ evaluates it. ``lcs-train eval CKPT`` prints accuracy and cost per alpha.
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 

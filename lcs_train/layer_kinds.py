@@ -6,6 +6,7 @@ Architectures receive a :class:`LayerKinds` the way torchvision's ResNet receive
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import nn
@@ -60,8 +61,6 @@ class PlainKinds:
     def norm(self, channels: int) -> nn.Module:
         if self.norm_kind == "instance":
             return nn.InstanceNorm2d(channels, affine=True)
-        import math
-
         return nn.GroupNorm(math.gcd(32, channels), channels)
 
     def first_conv(self, in_channels: int, out_channels: int, kernel_size: int) -> nn.Module:
