@@ -100,3 +100,50 @@ def test_javascript_policy_runs_every_case() -> None:
         pytest.fail("node is missing: install Node.js 20 (make setup)")
     output = run_tool(["node", "--test", "sample_apps/policy/"])
     assert "# fail 0" in output and f"# pass {len(CASES['decisions']) + 4}" in output, output
+
+
+@pytest.fixture(scope="module")
+def switch_once_fixture(trained_checkpoint, tmp_path_factory) -> Path:
+    """A real switch-once ONNX bundle plus, per alpha, the weights graph's outputs as raw
+    little-endian float32 files and the predict graph's bytes as Python patches them."""
+    import onnxruntime as ort
+
+    from lcs_export.export import ExportRequest, export_bundle
+    from targets.onnx import patch_constants
+
+    root = tmp_path_factory.mktemp("switch-once")
+    request = ExportRequest(target="onnx", checkpoint=trained_checkpoint("unstructured", "line"), output=root / "bundle",
+                            levels="0.0,0.5", dynamic_alpha=True, options={"single_graph": False}, validate=False)
+    manifest = export_bundle(request).manifest
+    predict = next(a for a in manifest["artifacts"] if a["kind"] == "alpha_input" and a["details"]["mode"] == "switch_once")
+    details = predict["details"]
+    weights = ort.InferenceSession(str(root / "bundle" / details["weights_path"]), providers=["CPUExecutionProvider"])
+    assert [output.name for output in weights.get_outputs()] == details["constants"]
+    predict_bytes = (root / "bundle" / predict["path"]).read_bytes()
+    offsets = {entry["name"]: entry for entry in details["constant_offsets"]}
+    # Inside the range, both ends, and one outside it (clamped in the weights graph).
+    alphas = [0.0, 0.3, 0.95, 1.0]
+    for key, alpha in enumerate(alphas):
+        values = weights.run(None, {"alpha": np.array([alpha], dtype=np.float32)})
+        directory = root / f"alpha_{key}"
+        directory.mkdir()
+        for index, value in enumerate(values):
+            assert value.dtype == np.float32
+            (directory / f"{index}.f32").write_bytes(value.astype("<f4").tobytes())
+        patched = patch_constants(predict_bytes, offsets, dict(zip(details["constants"], values)))
+        (directory / "expected.onnx").write_bytes(patched)
+    (root / "alphas.txt").write_text("".join(f"{key} {alpha}\n" for key, alpha in enumerate(alphas)))
+    return root
+
+
+def test_kotlin_core_runs_the_cases_and_patches_like_python(switch_once_fixture: Path, tmp_path: Path) -> None:
+    """lcs-core (Android's platform-free Kotlin): the case table, manifest checks and the
+    switch-once bytes for every alpha identical to Python's."""
+    for tool in ("kotlinc", "java"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is missing: run sample_apps/android/lcs-core/install-deps.sh (make setup does)")
+    output = run_tool(["sh", str(KOTLIN_CORE / "test.sh")],
+                      env={"LCS_SWITCH_ONCE_DIR": str(switch_once_fixture), "LCS_CORE_BUILD": str(tmp_path / "build")})
+    assert f"policy cases: {len(CASES['decisions'])} cases" in output, output
+    assert "switch-once bytes: 4 alphas identical to Python" in output, output
+    assert "real bundle: " in output and "\nOK (" in output, output
