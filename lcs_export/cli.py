@@ -251,6 +251,47 @@ def inspect_command(
         raise typer.Exit(CHECK_FAILED)
 
 
+def app_command(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory written by lcs-export")],
+    platform: Annotated[str, typer.Option("--platform", help="web (ONNX bundle), android (ONNX) or ios (Core ML)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory to write the app into")],
+    serve: Annotated[bool, typer.Option("--serve", help="web: serve the app on 127.0.0.1 until Ctrl-C")] = False,
+    port: Annotated[int, typer.Option("--port", help="port for --serve (0: any free port)", min=0, max=65535)] = 8000,
+    force: Annotated[bool, typer.Option("--force", help="replace --out if lcs-export app wrote it")] = False,
+    debug: Debug = False,
+) -> None:
+    """Lay out a sample app (web, android or ios) with the bundle wired in, after checking the
+    bundle (schema, target, every sha256); --serve serves the web app locally."""
+    from lcs_export.app import IntegrityFailure, build_app_directory, make_server
+
+    console = output_console(False)
+    with user_errors(debug):
+        if serve and platform != "web":
+            raise LcsError(f"--serve serves the web app, not {platform}", "drop --serve, or pass --platform web")
+        try:
+            result = build_app_directory(bundle, platform, out, force)
+        except IntegrityFailure as failure:
+            for line in failure_lines(failure.failures):
+                error_console.print(f"[bold red]error:[/bold red] {failure.bundle}/{line}", highlight=False, soft_wrap=True)
+            error_console.print(f"[dim]Fix: copy the bundle again or re-export it; {out} was not written[/dim]",
+                                highlight=False)
+            raise typer.Exit(CHECK_FAILED) from None
+        server = make_server(result.directory, port) if serve else None
+    console.print(f"wrote the {platform} app with its bundle to {result.directory} "
+                  f"({result.files} files; bundle in {result.bundle_place}/)", highlight=False)
+    for step in result.next_steps:
+        console.print(f"  next: {step}", highlight=False, soft_wrap=True)
+    if server is not None:
+        host, bound_port = server.server_address[:2]
+        console.print(f"serving {result.directory} at http://{host}:{bound_port}/ (Ctrl-C stops)", highlight=False)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+
+
 def build_app() -> typer.Typer:
     """The Typer app, with one export command per target registered now."""
     import targets
@@ -264,6 +305,7 @@ def build_app() -> typer.Typer:
         app.command(name, help=command.__doc__)(command)
     app.command("validate")(validate_command)
     app.command("inspect")(inspect_command)
+    app.command("app")(app_command)
     return app
 
 

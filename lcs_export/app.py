@@ -1,0 +1,277 @@
+"""``lcs-export app``: a sample app and a bundle laid out together, ready to run or to open.
+
+The web app is served as it is laid out here::
+
+    DIR/index.html, style.css, src/*.mjs       the app (sample_apps/web)
+    DIR/policy/policy.mjs                      the shared level policy (sample_apps/policy)
+    DIR/schema/manifest.schema.json            the schema Python checks manifests with
+    DIR/vendor/onnxruntime-web/, vendor/ajv/   from sample_apps/web/node_modules (npm ci)
+    DIR/bundle/                                manifest.json and its artifacts
+    DIR/lcs-app.json                           what was copied from where (marks DIR as ours)
+
+Android gets the Gradle project with the bundle in the app's assets, iOS the Swift project
+with the bundle as a resource. The bundle is checked first (schema, target, every sha256)
+and everything is staged in a temporary sibling of DIR and renamed into place, so a failure
+leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, IntegrityResult, check_integrity, resolve_inside, sha256_of
+from lcs_export.manifest import now, read_manifest
+from lcs_train.errors import LcsError
+
+PLATFORMS = ("web", "android", "ios")
+#: The bundle target each platform's app runs.
+PLATFORM_TARGETS = {"web": "onnx", "android": "onnx", "ios": "coreml"}
+#: Where each platform's app expects the bundle, relative to DIR.
+BUNDLE_PLACES = {"web": "bundle", "android": "app/src/main/assets/bundle", "ios": "LcsApp/Resources/bundle"}
+#: Written into DIR; ``--force`` replaces only a directory that holds it.
+APP_MARKER = "lcs-app.json"
+#: The web app's own files (tests, package files and node_modules stay behind).
+WEB_APP_FILES = ("index.html", "style.css", "src")
+#: npm files the page loads: onnxruntime-web's WASM build and Ajv's draft 2020-12 bundle.
+WEB_VENDOR_FILES = {
+    "onnxruntime-web/dist/ort.wasm.min.mjs": "vendor/onnxruntime-web/ort.wasm.min.mjs",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.mjs": "vendor/onnxruntime-web/ort-wasm-simd-threaded.mjs",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.wasm": "vendor/onnxruntime-web/ort-wasm-simd-threaded.wasm",
+    "ajv-dist/dist/ajv2020.min.js": "vendor/ajv/ajv2020.min.js",
+}
+#: Build outputs and tool state never copied out of a sample app.
+IGNORED = shutil.ignore_patterns("node_modules", "build", ".gradle", ".build", ".idea", "*.xcuserdatad",
+                                 "DerivedData", "__pycache__", "local.properties", ".swiftpm")
+
+
+class IntegrityFailure(Exception):
+    """The bundle's files do not match its manifest (the CLI exits 1, like ``inspect``)."""
+
+    def __init__(self, bundle: Path, failures: list[IntegrityResult]) -> None:
+        super().__init__(f"{bundle}: {len(failures)} file(s) do not match the manifest")
+        self.bundle = bundle
+        self.failures = failures
+
+
+@dataclass
+class AppResult:
+    """What ``build_app_directory`` wrote."""
+
+    directory: Path
+    platform: str
+    bundle_place: str
+    files: int
+    next_steps: list[str] = field(default_factory=list)
+
+
+def sample_apps_root() -> Path:
+    """``sample_apps/`` of the checkout this package runs from."""
+    return Path(__file__).resolve().parents[1] / "sample_apps"
+
+
+def check_bundle_for(bundle: Path, platform: str) -> dict[str, Any]:
+    """The bundle's manifest, once it is known to suit ``platform`` and to be intact.
+
+    Raises ``LcsError`` (schema, newer version, wrong target, missing file) or
+    ``IntegrityFailure`` (a sha256 that does not match).
+    """
+    if platform not in PLATFORMS:
+        raise LcsError(f"--platform {platform!r} is not one of {', '.join(PLATFORMS)}", "pass --platform web, android or ios")
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle)
+    target, wanted = manifest["target"]["name"], PLATFORM_TARGETS[platform]
+    if target != wanted:
+        raise LcsError(
+            f"{bundle} is a {target} bundle; the {platform} app runs {wanted} bundles",
+            f"export one with lcs-export {wanted} CHECKPOINT ... -o DIR and pass that DIR",
+        )
+    results = check_integrity(bundle, manifest)
+    missing = [item.path for item in results if item.actual_sha256 is None]
+    if missing:
+        raise LcsError(
+            f"{bundle} lists {', '.join(missing)} but the file is not there",
+            "copy the whole bundle directory, or export it again",
+        )
+    failures = [item for item in results if not item.ok]
+    if failures:
+        raise IntegrityFailure(bundle, failures)
+    return manifest
+
+
+def check_output(output: Path, force: bool) -> None:
+    """Refuse a non-empty ``output`` unless ``force`` and ``lcs-export app`` wrote it."""
+    if not output.exists() and not output.is_symlink():
+        return
+    if not output.is_dir() or output.is_symlink():
+        raise LcsError(f"output {output} exists and is not a directory", "choose another -o/--out path")
+    if not any(output.iterdir()):
+        return
+    if not force:
+        raise LcsError(f"output directory {output} exists and is not empty",
+                       "pass --force to replace an app lcs-export wrote, or choose another -o/--out")
+    if not (output / APP_MARKER).is_file():
+        # --force only replaces what this command wrote: anything else may be the user's.
+        raise LcsError(f"output directory {output} was not written by lcs-export app (no {APP_MARKER}); it was left untouched",
+                       "choose another -o/--out path, or remove that directory yourself")
+
+
+def _copy_bundle(bundle: Path, manifest: dict[str, Any], destination: Path) -> None:
+    """The manifest, parity.json and every listed artifact; nothing else from the directory."""
+    destination.mkdir(parents=True)
+    names = [MANIFEST_NAME, *([PARITY_NAME] if (bundle / PARITY_NAME).is_file() else [])]
+    names += sorted({entry["path"] for entry in [*manifest["artifacts"], *manifest["levels"]]})
+    for name in names:
+        source, target = resolve_inside(bundle, name), destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy2(source, target)
+    copied = check_integrity(destination, read_manifest(destination))
+    if not all(item.ok for item in copied):  # the source changed while we copied
+        raise LcsError(f"{bundle} changed while it was being copied", "run lcs-export app again")
+
+
+def _web_files(staging: Path) -> None:
+    root = sample_apps_root()
+    web, policy = root / "web", root / "policy" / "policy.mjs"
+    node_modules = web / "node_modules"
+    missing = [name for name in WEB_VENDOR_FILES if not (node_modules / name).is_file()]
+    if missing:
+        raise LcsError(
+            f"onnxruntime-web and ajv-dist are not installed in {web} (no node_modules/{missing[0]})",
+            f"run npm ci --prefix {web} (or sh {web / 'install-deps.sh'}), then this command again",
+        )
+    if not policy.is_file():
+        raise LcsError(f"the level policy module {policy} is missing", "use a complete lcs checkout")
+    for name in WEB_APP_FILES:
+        source = web / name
+        if source.is_dir():
+            shutil.copytree(source, staging / name, ignore=IGNORED)
+        else:
+            shutil.copy2(source, staging / name)
+    (staging / "policy").mkdir()
+    shutil.copy2(policy, staging / "policy" / "policy.mjs")
+    (staging / "schema").mkdir()
+    shutil.copy2(Path(__file__).parent / "schemas" / "manifest.schema.json", staging / "schema" / "manifest.schema.json")
+    for source, target in WEB_VENDOR_FILES.items():
+        (staging / target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(node_modules / source, staging / target)
+
+
+def _project_files(platform: str, staging: Path) -> None:
+    source = sample_apps_root() / platform
+    if not source.is_dir():
+        raise LcsError(f"the {platform} sample app ({source}) is not in this checkout", "use a complete lcs checkout")
+    shutil.copytree(source, staging, ignore=IGNORED, dirs_exist_ok=True)
+
+
+def _npm_version(package: str) -> str | None:
+    path = sample_apps_root() / "web" / "node_modules" / package / "package.json"
+    try:
+        return json.loads(path.read_text())["version"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def next_steps(platform: str, output: Path) -> list[str]:
+    """What to do with the directory, in words a user can follow."""
+    if platform == "web":
+        return [f"serve it: lcs-export app ... --platform web -o {output} --serve (or any static server that "
+                "sends .mjs as text/javascript and .wasm as application/wasm)",
+                "open the printed URL; ?bundle=OTHER/ loads another bundle served beside it"]
+    if platform == "android":
+        return [f"open {output} in Android Studio and run the app configuration",
+                f"the bundle is in {output / BUNDLE_PLACES['android']}; replace it to ship another"]
+    return [f"open {output} in Xcode (iOS 18 for multifunction packages)",
+            f"the bundle is in {output / BUNDLE_PLACES['ios']}, added to the app as a resource"]
+
+
+def build_app_directory(bundle: Path, platform: str, output: Path, force: bool = False) -> AppResult:
+    """Check ``bundle`` and write the ``platform`` sample app with it into ``output``."""
+    bundle, output = Path(bundle), Path(output)
+    manifest = check_bundle_for(bundle, platform)
+    check_output(output, force)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
+    try:
+        if platform == "web":
+            _web_files(staging)
+        else:
+            _project_files(platform, staging)
+        place = BUNDLE_PLACES[platform]
+        if (staging / place).exists():  # a placeholder bundle shipped with the sample project
+            shutil.rmtree(staging / place)
+        _copy_bundle(bundle, manifest, staging / place)
+        marker = {
+            "platform": platform, "created_at": now(), "bundle": str(bundle.resolve()), "bundle_place": place,
+            "manifest_sha256": sha256_of(bundle / MANIFEST_NAME), "target": manifest["target"]["name"],
+            "onnxruntime_web": _npm_version("onnxruntime-web") if platform == "web" else None,
+        }
+        (staging / APP_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
+        files = sum(1 for path in staging.rglob("*") if path.is_file())
+        _commit(staging, output, force)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return AppResult(output, platform, place, files, next_steps(platform, output))
+
+
+def _commit(staging: Path, output: Path, force: bool) -> None:
+    # mkdtemp's 0700 would hide the app from a web server running as another user.
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(staging, 0o777 & ~mask)
+    if output.exists():
+        check_output(output, force)  # it may have changed while we copied
+        retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
+        retired.rmdir()
+        os.rename(output, retired)
+        try:
+            os.rename(staging, output)
+        except BaseException:
+            os.rename(retired, output)
+            raise
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(staging, output)
+
+
+class AppRequestHandler(SimpleHTTPRequestHandler):
+    """Static files with the types browsers insist on for modules and WebAssembly, no caching
+    (a re-exported bundle must not meet a cached manifest), and cross-origin isolation so
+    onnxruntime-web may use its threaded WASM build."""
+
+    extensions_map = {
+        **SimpleHTTPRequestHandler.extensions_map,
+        ".mjs": "text/javascript", ".js": "text/javascript", ".wasm": "application/wasm",
+        ".json": "application/json", ".onnx": "application/octet-stream",
+    }
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        pass  # one line per file would bury the URL; errors still reach the page
+
+
+def make_server(directory: Path, port: int = 8000, host: str = "127.0.0.1") -> ThreadingHTTPServer:
+    """A server for ``directory`` on ``host:port`` (port 0: a free one); call serve_forever()."""
+    handler = functools.partial(AppRequestHandler, directory=str(directory))
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as error:
+        raise LcsError(f"cannot serve on {host}:{port} ({error.strerror or error})",
+                       "pass --port with a free port, or --port 0 to pick one") from None
+
