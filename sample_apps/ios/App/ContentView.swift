@@ -37,7 +37,7 @@ final class AppModel: ObservableObject {
             guard !rungs.isEmpty else { throw BundleError("the bundle has neither level packages nor an alpha-input program") }
             engine = CoreMLEngine(directory: directory, manifest: manifest)
             let cost = try await engine!.switchTo(rungs[0])
-            status = String(format: "bundle ok: %d files verified; level opened in %.1f ms", manifest.artifacts.count, cost)
+            status = String(format: "bundle ok: %ld files verified; level opened in %.1f ms", manifest.artifacts.count, cost)
             infer()
         } catch {
             self.error = "bundle refused: \(error.localizedDescription)"

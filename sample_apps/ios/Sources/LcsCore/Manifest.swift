@@ -115,7 +115,7 @@ public enum Bundles {
         let input = try m.object("input")
         let layout = try input.string("layout")
         guard layout == "NCHW" || layout == "NHWC" else { throw BundleError("manifest.json: input.layout must be NCHW or NHWC") }
-        let shape: [Int?] = try input.array("shape").enumerated().map { i, e in
+        let shape: [Int?] = try input.array("shape").enumerated().map { (i, e) -> Int? in
             if i == 0, e is String { return nil }
             guard let d = (e as? NSNumber)?.doubleValue, d == d.rounded() else { throw BundleError("manifest.json: input.shape[\(i)] must be an integer") }
             return Int(d)
@@ -149,11 +149,11 @@ public enum Bundles {
     private static func file(_ f: Fields) throws -> (String, String) {
         let path = try f.string("path")
         if path.isEmpty || path.hasPrefix("/") || path.split(separator: "/").contains("..") {
-            throw BundleError("\(f.where).path '\(path)' leaves the bundle")
+            throw BundleError("\(f.location).path '\(path)' leaves the bundle")
         }
         let sha = try f.string("sha256")
         guard sha.count == 64, sha.allSatisfy({ "0123456789abcdef".contains($0) }) else {
-            throw BundleError("\(f.where).sha256 is not a sha256 digest")
+            throw BundleError("\(f.location).sha256 is not a sha256 digest")
         }
         return (path, sha)
     }
@@ -161,7 +161,7 @@ public enum Bundles {
     private static func level(_ f: Fields) throws -> ManifestLevel {
         let (path, sha) = try file(f)
         let alpha = try f.number("alpha")
-        guard alpha >= 0, alpha <= 1 else { throw BundleError("\(f.where).alpha \(alpha) is outside [0, 1]") }
+        guard alpha >= 0, alpha <= 1 else { throw BundleError("\(f.location).alpha \(alpha) is outside [0, 1]") }
         let stats = f.json["stats"] as? [String: Any]
         let candidates = [stats?["nonzero_flops"], f.json["flops"], f.json["bytes"]]
         let cost = candidates.compactMap { ($0 as? NSNumber)?.doubleValue }.first { $0 > 0 && $0.isFinite } ?? 1
@@ -171,7 +171,7 @@ public enum Bundles {
     private static func artifact(_ f: Fields) throws -> Artifact {
         let (path, sha) = try file(f)
         let kind = try f.string("kind")
-        guard kinds.contains(kind) else { throw BundleError("\(f.where).kind '\(kind)' is not a known kind") }
+        guard kinds.contains(kind) else { throw BundleError("\(f.location).kind '\(kind)' is not a known kind") }
         return Artifact(path: path, kind: kind, alphas: try f.array("alphas").map { try number($0, "alphas") },
                         sha256: sha, details: try f.object("details").json)
     }
@@ -246,36 +246,36 @@ public enum Preprocess {
 /// Typed access to one JSON object, with errors naming the field.
 struct Fields {
     let json: [String: Any]
-    let `where`: String
+    let location: String
 
-    init(_ element: Any, _ where: String) throws {
-        guard let object = element as? [String: Any] else { throw BundleError("\(`where`) is not an object") }
+    init(_ element: Any, _ location: String) throws {
+        guard let object = element as? [String: Any] else { throw BundleError("\(location) is not an object") }
         json = object
-        self.where = `where`
+        self.location = location
     }
 
     func required(_ key: String) throws -> Any {
-        guard let value = json[key], !(value is NSNull) else { throw BundleError("\(`where`): \(key) is missing") }
+        guard let value = json[key], !(value is NSNull) else { throw BundleError("\(location): \(key) is missing") }
         return value
     }
     func string(_ key: String) throws -> String {
-        guard let s = try required(key) as? String else { throw BundleError("\(`where`): \(key) must be a string") }
+        guard let s = try required(key) as? String else { throw BundleError("\(location): \(key) must be a string") }
         return s
     }
     func number(_ key: String) throws -> Double {
-        guard let n = try required(key) as? NSNumber else { throw BundleError("\(`where`): \(key) must be a number") }
+        guard let n = try required(key) as? NSNumber else { throw BundleError("\(location): \(key) must be a number") }
         return n.doubleValue
     }
     func int(_ key: String) throws -> Int {
         let d = try number(key)
-        guard d == d.rounded() else { throw BundleError("\(`where`): \(key) must be an integer") }
+        guard d == d.rounded() else { throw BundleError("\(location): \(key) must be an integer") }
         return Int(d)
     }
     func object(_ key: String) throws -> Fields {
-        try Fields(try required(key), `where`.hasSuffix(".json") ? "\(`where`): \(key)" : "\(`where`).\(key)")
+        try Fields(try required(key), location.hasSuffix(".json") ? "\(location): \(key)" : "\(location).\(key)")
     }
     func array(_ key: String) throws -> [Any] {
-        guard let a = try required(key) as? [Any] else { throw BundleError("\(`where`): \(key) must be an array") }
+        guard let a = try required(key) as? [Any] else { throw BundleError("\(location): \(key) must be an array") }
         return a
     }
 }
