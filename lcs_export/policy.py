@@ -102,6 +102,17 @@ class Decision:
     reason: str
 
 
+def levels_from_manifest(manifest: Mapping[str, Any]) -> list[PolicyLevel]:
+    """The policy's levels from a bundle manifest, in manifest order: alpha, and as cost the
+    first positive finite number among ``stats.nonzero_flops``, ``flops`` and ``bytes`` (else 1)."""
+    levels = []
+    for level in manifest.get("levels", []):
+        candidates = [(level.get("stats") or {}).get("nonzero_flops"), level.get("flops"), level.get("bytes")]
+        cost = next((float(x) for x in candidates if _positive(x)), 1.0)
+        levels.append(PolicyLevel(float(level["alpha"]), cost))
+    return levels
+
+
 def initial_state() -> State:
     """The state before the first decision."""
     return State()

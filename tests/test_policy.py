@@ -15,7 +15,9 @@ import jsonschema
 import numpy as np
 import pytest
 
-from lcs_export.policy import DEFAULT_POLICY, Decision, State, decide, initial_state, map_thermal
+from lcs_export.policy import (
+    DEFAULT_POLICY, Decision, PolicyLevel, State, decide, initial_state, levels_from_manifest, map_thermal,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY_DIR = ROOT / "sample_apps" / "policy"
@@ -86,6 +88,17 @@ def test_decide_refuses_a_bundle_without_usable_levels(levels: list[dict[str, fl
         decide(levels, BASE_SIGNALS, State())
 
 
+def test_levels_from_manifest_prefer_nonzero_flops_then_flops_then_bytes() -> None:
+    manifest = {"levels": [
+        {"alpha": 0.5, "flops": 100, "bytes": 10, "stats": {"nonzero_flops": 40}},
+        {"alpha": 0.0, "flops": 100, "bytes": 10, "stats": {"nonzero_flops": 0}},
+        {"alpha": 0.9, "flops": 0, "bytes": 7, "stats": {}},
+        {"alpha": 0.95, "flops": 0, "bytes": 0},
+    ]}
+    assert levels_from_manifest(manifest) == [
+        PolicyLevel(0.5, 40.0), PolicyLevel(0.0, 100.0), PolicyLevel(0.9, 7.0), PolicyLevel(0.95, 1.0)]
+
+
 def run_tool(command: list[str], env: dict[str, str] | None = None, timeout: int = 600) -> str:
     """Run a test runner of another language; on failure the assertion shows its output."""
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
@@ -99,7 +112,7 @@ def test_javascript_policy_runs_every_case() -> None:
     if shutil.which("node") is None:
         pytest.fail("node is missing: install Node.js 20 (make setup)")
     output = run_tool(["node", "--test", "sample_apps/policy/"])
-    assert "# fail 0" in output and f"# pass {len(CASES['decisions']) + 4}" in output, output
+    assert "# fail 0" in output and f"# pass {len(CASES['decisions']) + 5}" in output, output
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,18 @@ export const THERMAL_STATES = Object.freeze(["nominal", "fair", "serious", "crit
 /** Caps are compared with this much rounding allowed (cost ratios are not exact). */
 const EPSILON = 1e-9;
 
+/**
+ * The policy's levels from a bundle manifest, in manifest order: alpha, and as cost the first
+ * positive finite number among stats.nonzero_flops, flops and bytes (else 1).
+ */
+export function levelsFromManifest(manifest) {
+  return (manifest.levels ?? []).map((level) => {
+    const candidates = [level.stats?.nonzero_flops, level.flops, level.bytes];
+    const cost = candidates.find((x) => isPositive(x)) ?? 1;
+    return { alpha: level.alpha, cost };
+  });
+}
+
 /** The state before the first decision. */
 export function initialState() {
   return { level: null, sinceMs: null };

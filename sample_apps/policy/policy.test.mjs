@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { DEFAULT_POLICY, decide, initialState, mapThermal } from "./policy.mjs";
+import { DEFAULT_POLICY, decide, initialState, levelsFromManifest, mapThermal } from "./policy.mjs";
 
 const here = (name) => new URL(name, import.meta.url);
 const cases = JSON.parse(readFileSync(here("cases.json"), "utf8"));
@@ -54,4 +54,17 @@ test("decide refuses a bundle without levels or with a bad cost", () => {
   assert.throws(() => decide([], BASE_SIGNALS, initialState()), /no levels/);
   assert.throws(() => decide([{ alpha: 0, cost: 0 }], BASE_SIGNALS, initialState()), /cost/);
   assert.throws(() => decide([{ alpha: 0, cost: NaN }], BASE_SIGNALS, initialState()), /cost/);
+});
+
+test("levelsFromManifest: non-zero FLOPs, else FLOPs, else bytes, in manifest order", () => {
+  const manifest = { levels: [
+    { alpha: 0.5, flops: 100, bytes: 10, stats: { nonzero_flops: 40 } },
+    { alpha: 0.0, flops: 100, bytes: 10, stats: { nonzero_flops: 0 } },
+    { alpha: 0.9, flops: 0, bytes: 7, stats: {} },
+    { alpha: 0.95, flops: 0, bytes: 0 },
+  ] };
+  assert.deepEqual(levelsFromManifest(manifest), [
+    { alpha: 0.5, cost: 40 }, { alpha: 0.0, cost: 100 }, { alpha: 0.9, cost: 7 }, { alpha: 0.95, cost: 1 },
+  ]);
+  assert.deepEqual(levelsFromManifest({ levels: [] }), []);
 });
