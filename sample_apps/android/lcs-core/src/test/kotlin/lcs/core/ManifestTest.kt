@@ -97,7 +97,7 @@ class ManifestTest {
 
     @Test
     fun readsARealSwitchOnceExport() {
-        val root = System.getenv("LCS_SWITCH_ONCE_DIR")
+        val root = System.getenv("LCS_SWITCH_ONCE_DIR")?.takeIf { it.isNotEmpty() }
         assumeTrue("LCS_SWITCH_ONCE_DIR not set (tests/test_policy.py sets it)", root != null)
         val bundle = Bundles.open(DirectorySource(File(root, "bundle")), "onnx")
         val manifest = bundle.manifest

@@ -50,7 +50,7 @@ class SwitchOnceTest {
 
     @Test
     fun patchesExactlyLikePython() {
-        val root = System.getenv("LCS_SWITCH_ONCE_DIR")
+        val root = System.getenv("LCS_SWITCH_ONCE_DIR")?.takeIf { it.isNotEmpty() }
         assumeTrue("LCS_SWITCH_ONCE_DIR not set (tests/test_policy.py sets it)", root != null)
         val bundle = Bundles.open(DirectorySource(File(root, "bundle")), "onnx")
         val pair = bundle.manifest.switchOnce()!!
