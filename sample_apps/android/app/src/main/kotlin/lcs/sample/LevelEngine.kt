@@ -33,20 +33,21 @@ class LevelEngine(private val bundle: OpenBundle) : AutoCloseable {
         val next = if (target.levelPath != null) {
             env.createSession(bundle.bytes(target.levelPath!!), options())
         } else {
-            val pair = pair ?: throw BundleError("the bundle has no switch-once pair for alpha ${target.alpha}")
-            val weights = weights ?: env.createSession(bundle.bytes(pair.weights.path), options()).also { weights = it }
+            val switchPair = pair ?: throw BundleError("the bundle has no switch-once pair for alpha ${target.alpha}")
+            // The weights graph is opened once, at the first switch-once switch.
+            val weightsSession = weights ?: env.createSession(bundle.bytes(switchPair.weights.path), options()).also { weights = it }
             val alpha = OnnxTensor.createTensor(env, FloatBuffer.wrap(floatArrayOf(target.alpha.toFloat())), longArrayOf(1))
             val values = HashMap<String, FloatArray>()
             alpha.use {
-                weights.run(mapOf("alpha" to alpha)).use { result ->
-                    for (offset in pair.offsets) {
+                weightsSession.run(mapOf("alpha" to alpha)).use { result ->
+                    for (offset in switchPair.offsets) {
                         val tensor = result.get(offset.name).orElseThrow { BundleError("alpha_weights has no output ${offset.name}") } as OnnxTensor
                         val buffer = tensor.floatBuffer
                         values[offset.name] = FloatArray(buffer.remaining()).also { buffer.get(it) }
                     }
                 }
             }
-            env.createSession(SwitchOnce.patch(bundle.bytes(pair.predict.path), pair.offsets, values), options())
+            env.createSession(SwitchOnce.patch(bundle.bytes(switchPair.predict.path), switchPair.offsets, values), options())
         }
         session?.close()
         session = next
