@@ -35,7 +35,7 @@ PLATFORMS = ("web", "android", "ios")
 #: The bundle target each platform's app runs.
 PLATFORM_TARGETS = {"web": "onnx", "android": "onnx", "ios": "coreml"}
 #: Where each platform's app expects the bundle, relative to DIR.
-BUNDLE_PLACES = {"web": "bundle", "android": "app/src/main/assets/bundle", "ios": "LcsApp/Resources/bundle"}
+BUNDLE_PLACES = {"web": "bundle", "android": "app/src/main/assets/bundle", "ios": "App/bundle"}
 #: Written into DIR; ``--force`` replaces only a directory that holds it.
 APP_MARKER = "lcs-app.json"
 #: The web app's own files (tests, package files and node_modules stay behind).
@@ -90,7 +90,7 @@ def check_bundle_for(bundle: Path, platform: str) -> dict[str, Any]:
     target, wanted = manifest["target"]["name"], PLATFORM_TARGETS[platform]
     if target != wanted:
         raise LcsError(
-            f"{bundle} is a {target} bundle; the {platform} app runs {wanted} bundles",
+            f"{bundle} is a bundle for {target}; the {platform} app runs {wanted} bundles",
             f"export one with lcs-export {wanted} CHECKPOINT ... -o DIR and pass that DIR",
         )
     results = check_integrity(bundle, manifest)

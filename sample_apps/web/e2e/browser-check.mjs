@@ -26,23 +26,29 @@ try {
   page.on("console", (message) => { if (message.type() === "error") result.console_errors.push(message.text()); });
   page.on("pageerror", (error) => result.console_errors.push(String(error)));
   const idle = () => page.evaluate(() => window.lcsApp.idle());
+  const waitReady = () => page.waitForSelector("body[data-state=ready], body[data-state=error]", { timeout: 60000 });
   const lastRun = () => page.evaluate(() => JSON.parse(JSON.stringify({ ...window.lcsApp.lastRun, drawn: window.lcsApp.lastDrawn })));
 
   await page.goto(`${config.url}?budget=1000&dwellDownMs=300&dwellUpMs=1500`);
-  await page.waitForSelector("body[data-state=ready], body[data-state=error]", { timeout: 60000 });
+  await waitReady();
   if (await page.getAttribute("body", "data-state") === "error") {
     throw new Error(`the app refused the bundle: ${await page.textContent("#error")}`);
   }
   result.paths = await page.$$eval("#path option", (options) => options.map((o) => o.value));
   result.levels = await page.evaluate(() => window.lcsApp.manifest.levels.map((l) => l.alpha));
 
-  // A stroke on the pad, as a user would draw a "1".
-  const pad = await page.locator("#pad").boundingBox();
-  await page.mouse.move(pad.x + pad.width * 0.5, pad.y + pad.height * 0.15);
-  await page.mouse.down();
-  for (let step = 1; step <= 10; step++) await page.mouse.move(pad.x + pad.width * 0.5, pad.y + pad.height * (0.15 + 0.07 * step));
-  await page.mouse.up();
-  await idle();
+  // Strokes on the pad, as a user would draw a "7".
+  const drawSeven = async () => {
+    const pad = await page.locator("#pad").boundingBox();
+    const at = (fx, fy) => [pad.x + pad.width * fx, pad.y + pad.height * fy];
+    await page.mouse.move(...at(0.25, 0.2));
+    await page.mouse.down();
+    for (let step = 1; step <= 8; step++) await page.mouse.move(...at(0.25 + 0.0625 * step, 0.2));
+    for (let step = 1; step <= 10; step++) await page.mouse.move(...at(0.75 - 0.03 * step, 0.2 + 0.065 * step));
+    await page.mouse.up();
+    await idle();
+  };
+  await drawSeven();
   result.drawn_input = await page.evaluate(() => Array.from(window.lcsApp.drawn));
 
   // Every path at every level, and the alpha paths at in-between alphas too.
@@ -94,6 +100,10 @@ try {
   }
 
   // Auto mode: pressure moves it to a cheaper level, the end of pressure brings it back.
+  // A fresh page, so the chart in the screenshots shows only this.
+  await page.reload();
+  await waitReady();
+  await drawSeven();
   await page.selectOption("#path", "levels");
   await page.selectOption("#level", "0");
   await idle();

@@ -39,6 +39,7 @@ const app = {
   decisions: [],
   recentMs: [],
   drawn: null, // preprocessed drawn image, or null
+  tickQueued: false,
   queue: Promise.resolve(),
   /** Resolves when every queued switch and inference has finished. */
   idle() { return this.queue; },
@@ -172,7 +173,12 @@ function setUpControls() {
     }
   });
   $("pressure").addEventListener("change", showSignals);
-  setInterval(() => { if ($("auto").checked) enqueue(autoTick); }, AUTO_TICK_MS);
+  // At most one tick waits in the queue: a slow device must not pile them up.
+  setInterval(() => {
+    if (!$("auto").checked || app.tickQueued) return;
+    app.tickQueued = true;
+    enqueue(async () => { app.tickQueued = false; await autoTick(); });
+  }, AUTO_TICK_MS);
 }
 
 function compressionText(compression) {

@@ -30,9 +30,11 @@ export class LiveChart {
     ctx.font = "11px system-ui, sans-serif";
     ctx.fillStyle = "#555";
     if (this.points.length === 0) return;
+    // The axis grows with the history until it spans windowMs, then scrolls.
     const tEnd = this.points[this.points.length - 1].t;
-    const tStart = tEnd - this.windowMs;
-    const x = (t) => pad.left + ((t - tStart) / this.windowMs) * plotW;
+    const span = Math.min(this.windowMs, Math.max(1000, tEnd - this.points[0].t));
+    const tStart = tEnd - span;
+    const x = (t) => pad.left + ((t - tStart) / span) * plotW;
     const maxMs = niceCeiling(Math.max(...this.points.map((p) => p.ms)));
     const yMs = (ms) => pad.top + plotH - (ms / maxMs) * plotH;
     const levelSpan = Math.max(1, this.levels - 1);
@@ -51,7 +53,7 @@ export class LiveChart {
     ctx.textAlign = "left";
     ctx.fillText("L0", pad.left + plotW + 4, pad.top + 8);
     ctx.fillText(`L${levelSpan}`, pad.left + plotW + 4, pad.top + plotH);
-    ctx.fillText(`last ${Math.round(this.windowMs / 1000)} s`, pad.left, height - 4);
+    ctx.fillText(`last ${(span / 1000).toFixed(1)} s`, pad.left, height - 4);
 
     ctx.lineWidth = 1.5;
     ctx.strokeStyle = "#1565c0";
