@@ -185,9 +185,10 @@ def _npm_version(package: str) -> str | None:
 def next_steps(platform: str, output: Path) -> list[str]:
     """What to do with the directory, in words a user can follow."""
     if platform == "web":
-        return [f"serve it: lcs-export app ... --platform web -o {output} --serve (or any static server that "
-                "sends .mjs as text/javascript and .wasm as application/wasm)",
-                "open the printed URL; ?bundle=OTHER/ loads another bundle served beside it"]
+        return [f"serve it: python3 -m http.server --bind 127.0.0.1 --directory {output} 8000 and open "
+                "http://127.0.0.1:8000/ (or pass --serve to lcs-export app); any static server that sends .mjs as "
+                "text/javascript and .wasm as application/wasm will do",
+                "?bundle=OTHER/ in the URL loads another bundle copied beside bundle/"]
     if platform == "android":
         return [f"open {output} in Android Studio and run the app configuration",
                 f"the bundle is in {output / BUNDLE_PLACES['android']}; replace it to ship another"]

@@ -268,20 +268,26 @@ def app_command(
     with user_errors(debug):
         if serve and platform != "web":
             raise LcsError(f"--serve serves the web app, not {platform}", "drop --serve, or pass --platform web")
+        # Bind first: a busy port is refused before anything is written.
+        server = make_server(out, port) if serve else None
         try:
             result = build_app_directory(bundle, platform, out, force)
-        except IntegrityFailure as failure:
-            for line in failure_lines(failure.failures):
-                error_console.print(f"[bold red]error:[/bold red] {failure.bundle}/{line}", highlight=False, soft_wrap=True)
+        except BaseException as error:
+            if server is not None:
+                server.server_close()
+            if not isinstance(error, IntegrityFailure):
+                raise
+            for line in failure_lines(error.failures):
+                error_console.print(f"[bold red]error:[/bold red] {error.bundle}/{line}", highlight=False, soft_wrap=True)
             error_console.print(f"[dim]Fix: copy the bundle again or re-export it; {out} was not written[/dim]",
                                 highlight=False)
             raise typer.Exit(CHECK_FAILED) from None
-        server = make_server(result.directory, port) if serve else None
     console.print(f"wrote the {platform} app with its bundle to {result.directory} "
                   f"({result.files} files; bundle in {result.bundle_place}/)", highlight=False)
-    for step in result.next_steps:
-        console.print(f"  next: {step}", highlight=False, soft_wrap=True)
-    if server is not None:
+    if server is None:
+        for step in result.next_steps:
+            console.print(f"  next: {step}", highlight=False, soft_wrap=True)
+    else:
         host, bound_port = server.server_address[:2]
         console.print(f"serving {result.directory} at http://{host}:{bound_port}/ (Ctrl-C stops)", highlight=False)
         try:

@@ -191,3 +191,15 @@ def test_ios_project_gets_a_core_ml_bundle_as_a_resource(
     resource = output / app_module.BUNDLE_PLACES["ios"]
     assert all(item.ok for item in check_integrity(resource, read_manifest(resource)))
     assert (output / "Package.swift").is_file() and "Xcode" in result.output
+
+
+def test_serve_on_a_busy_port_writes_nothing(bundle: Path, tmp_path: Path) -> None:
+    from lcs_export.app import make_server
+
+    busy = make_server(tmp_path, port=0)
+    try:
+        output = tmp_path / "app"
+        assert_refused(invoke("app", bundle, "--platform", "web", "-o", output, "--serve", "--port", busy.server_address[1]),
+                       2, output, f"cannot serve on 127.0.0.1:{busy.server_address[1]}", "--port 0")
+    finally:
+        busy.server_close()

@@ -32,7 +32,7 @@ const LATENCY_WINDOW = 8;
 const app = {
   manifest: null,
   engine: null,
-  levels: [], // {alpha, cost} for the policy
+  levels: [], // {alpha, cost}: what the picker and the policy choose among
   choice: null, // {path, alpha, level}
   lastRun: null,
   switches: [],
@@ -100,7 +100,7 @@ async function main() {
       "export with lcs-export onnx CHECKPOINT --levels ... and/or --dynamic-alpha");
   }
   // main() runs inside the queue, so it switches directly rather than through select().
-  await switchTo({ path: paths[0], level: 0, alpha: app.manifest.levels[0]?.alpha ?? app.manifest.alpha_input.min });
+  await switchTo({ path: paths[0], level: 0, alpha: app.levels[0].alpha });
   await classifyAll();
   document.body.dataset.state = "ready";
 }
@@ -136,8 +136,9 @@ function setUpControls() {
   const manifest = app.manifest;
   $("bundle-info").textContent = describeBundle(manifest);
   for (const path of switchingPaths(manifest)) $("path").add(new Option(PATH_LABELS[path], path));
-  manifest.levels.forEach((level, i) => {
-    $("level").add(new Option(`${i}: alpha ${level.alpha} (${compressionText(level.compression)})`, String(i)));
+  app.levels.forEach((level, i) => {
+    const file = manifest.levels[i];
+    $("level").add(new Option(`${i}: alpha ${level.alpha}` + (file ? ` (${compressionText(file.compression)})` : ""), String(i)));
   });
   $("level").add(new Option("custom alpha", "custom"));
   const slider = $("alpha");
@@ -148,14 +149,14 @@ function setUpControls() {
   $("path").addEventListener("change", () => {
     const path = $("path").value;
     const level = app.choice.level ?? 0;
-    const alpha = path === "levels" ? manifest.levels[level].alpha : app.choice.alpha;
+    const alpha = path === "levels" ? app.levels[level].alpha : app.choice.alpha;
     select({ path, level: path === "levels" ? level : app.choice.level, alpha });
   });
   $("level").addEventListener("change", () => {
     if ($("level").value === "custom") return;
     $("auto").checked = false; // a manual choice overrides auto mode
     const level = Number($("level").value);
-    select({ path: app.choice.path, level, alpha: manifest.levels[level].alpha });
+    select({ path: app.choice.path, level, alpha: app.levels[level].alpha });
   });
   // The slider switches on release ("change"), not on every pixel ("input"): a switch-once
   // switch is a weights-graph run plus a session creation.
@@ -163,14 +164,8 @@ function setUpControls() {
   slider.addEventListener("change", () => {
     $("auto").checked = false;
     const alpha = Number(slider.value);
-    const level = manifest.levels.findIndex((l) => Math.abs(l.alpha - alpha) < 1e-6);
+    const level = app.levels.findIndex((l) => Math.abs(l.alpha - alpha) < 1e-6);
     select({ path: app.choice.path, level: level >= 0 ? level : null, alpha });
-  });
-  $("auto").addEventListener("change", () => {
-    if ($("auto").checked && app.levels.length === 0) {
-      $("auto").checked = false;
-      $("status").textContent = "auto needs the manifest's levels (export with --levels)";
-    }
   });
   $("pressure").addEventListener("change", showSignals);
   // At most one tick waits in the queue: a slow device must not pile them up.

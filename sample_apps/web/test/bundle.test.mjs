@@ -79,3 +79,11 @@ test("a missing artifact and a changed artifact are refused by name", { skip }, 
   changed.set(path, bytes);
   assert.match((await refusal(changed)).message, new RegExp(`${path.replace(".", "\\.")} does not match the manifest: sha256`));
 });
+
+test("a bundle without level files offers discrete alphas or five across the range, cost 1 - alpha", () => {
+  const spaced = policyLevels({ levels: [], alpha_input: { min: 0, max: 0.8, discrete: null } });
+  assert.deepEqual(spaced.map((l) => l.alpha), [0, 0.2, 0.4, 0.6000000000000001, 0.8]);
+  assert.deepEqual(spaced.map((l) => Math.round(l.cost * 100) / 100), [1, 0.8, 0.6, 0.4, 0.2]);
+  const discrete = policyLevels({ levels: [], alpha_input: { min: 0, max: 1, discrete: [1, 0, 0.6] } });
+  assert.deepEqual(discrete, [{ alpha: 0, cost: 1 }, { alpha: 0.6, cost: 0.4 }, { alpha: 1, cost: 0.05 }]);
+});
