@@ -75,7 +75,7 @@ async function main() {
       return r.json();
     }),
   ]);
-  // wasmPaths must be an absolute URL: a relative one resolves against the worker's script.
+  // onnxruntime-web needs an absolute URL here: with a relative one the .wasm file is not found.
   ort.env.wasm.wasmPaths = new URL("vendor/onnxruntime-web/", document.baseURI).href;
   const bundleUrl = new URL(params.get("bundle") || "bundle/", document.baseURI).href;
   const bundle = await loadBundle(bundleUrl, {

@@ -77,6 +77,14 @@ export function checkManifest(manifest, validateSchema, source = "manifest.json"
     throw new BundleError(`${source} gives ${spec.mean.length} means and ${spec.std.length} stds for ${spec.shape[1]} channels`,
       "re-export the bundle with lcs-export");
   }
+  const [, channels, height, width] = spec.shape;
+  manifest.samples.images.forEach((image, i) => {
+    const size = [image.length, image[0]?.length, image[0]?.[0]?.length];
+    if (size[0] !== channels || size[1] !== height || size[2] !== width || image.flat(2).length !== channels * height * width) {
+      throw new BundleError(`${source}: sample image ${i} is ${size.join("x")}; the bundle's input is ${channels}x${height}x${width}`,
+        "re-export the bundle with lcs-export");
+    }
+  });
   const bySha = new Map(manifest.artifacts.map((a) => [a.path, a.sha256]));
   for (const level of manifest.levels) {
     if (bySha.has(level.path) && bySha.get(level.path) !== level.sha256) {

@@ -67,6 +67,13 @@ test("a manifest that fails the schema names the field", { skip }, async () => {
   assert.match((await refusal(withManifest(files, missing))).message, /schema at \(top level\): must have required property 'input'/);
 });
 
+test("a sample image of the wrong size is refused before anything runs", { skip }, async () => {
+  const { manifest, files } = readBundle(join(fixture().directory, "bundle"));
+  const broken = structuredClone(manifest);
+  broken.samples.images[1] = broken.samples.images[1].map((plane) => plane.slice(1));
+  assert.match((await refusal(withManifest(files, broken))).message, /sample image 1 is 1x7x8; the bundle's input is 1x8x8/);
+});
+
 test("a missing artifact and a changed artifact are refused by name", { skip }, async () => {
   const { manifest, files } = readBundle(join(fixture().directory, "bundle"));
   const path = manifest.artifacts[2].path;
