@@ -4,7 +4,7 @@
 // URL parameters (all optional): bundle=DIR/ (default ./bundle/), budget=MS, and any numeric
 // field of the policy (e.g. dwellUpMs=1500) to shorten its dwell times for a demo.
 
-import { BundleError, loadBundle, makeSchemaValidator, policyLevels, sampleLogitsAt, switchingPaths } from "./bundle.mjs";
+import { BundleError, alphaLevels, loadBundle, makeSchemaValidator, sampleLogitsAt, switchingPaths } from "./bundle.mjs";
 import { Engine } from "./engine.mjs";
 import { LiveChart } from "./chart.mjs";
 import { argmax, denormalise, flattenSample, imageShape, intensitiesFromRgba, normalise, softmax } from "./preprocess.mjs";
@@ -88,7 +88,8 @@ async function main() {
   app.policy = policyFromParams(policy.DEFAULT_POLICY);
   app.decide = policy.decide;
   app.policyState = policy.initialState();
-  app.levels = policyLevels(app.manifest);
+  // Level files carry measured costs (the policy reads them); alpha-only bundles get a stand-in.
+  app.levels = app.manifest.levels.length > 0 ? policy.levelsFromManifest(app.manifest) : alphaLevels(app.manifest);
   app.chart = new LiveChart($("chart"), { levels: app.levels.length });
   setUpControls();
   setUpPad();

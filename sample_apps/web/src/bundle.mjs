@@ -179,22 +179,13 @@ export function switchingPaths(manifest) {
 }
 
 /**
- * The levels the app offers (picker and auto mode), as the shared policy takes them:
- * `{alpha, cost}`. A bundle with level files offers those, in manifest order, with the cost
- * the export measured: FLOPs of non-zero weights, else FLOPs, else file bytes. A bundle with
- * only alpha-input graphs offers its discrete alphas, or five evenly spaced alphas, with
- * `max(1 - alpha, 0.05)` standing in for a cost the manifest does not measure (the Android app
- * does the same).
+ * The levels a bundle without level files offers (picker and auto mode), as the shared policy
+ * takes them: its discrete alphas, or five evenly spaced alphas, with `max(1 - alpha, 0.05)`
+ * standing in for a cost the manifest does not measure for alpha-input graphs (the Android app
+ * does the same). Bundles with level files use the policy's own `levelsFromManifest`.
  * @returns {{alpha: number, cost: number}[]}
  */
-export function policyLevels(manifest) {
-  if (manifest.levels.length > 0) {
-    return manifest.levels.map((level) => {
-      const stats = level.stats || {};
-      const cost = [stats.nonzero_flops, level.flops, level.bytes].find((x) => typeof x === "number" && x > 0);
-      return { alpha: level.alpha, cost: cost === undefined ? 1 : cost };
-    });
-  }
+export function alphaLevels(manifest) {
   const { min, max, discrete } = manifest.alpha_input;
   const alphas = discrete && discrete.length > 0 ? [...discrete].sort((a, b) => a - b)
     : [0, 1, 2, 3, 4].map((i) => min + ((max - min) * i) / 4);

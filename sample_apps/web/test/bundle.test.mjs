@@ -5,7 +5,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { BundleError, checkManifest, loadBundle, makeSchemaValidator, policyLevels, sha256Hex, switchingPaths } from "../src/bundle.mjs";
+import { levelsFromManifest } from "../../policy/policy.mjs";
+import { BundleError, alphaLevels, checkManifest, loadBundle, makeSchemaValidator, sha256Hex, switchingPaths } from "../src/bundle.mjs";
 import { Ajv2020, NO_FIXTURE, SCHEMA, fetchFrom, fixture, readBundle, withManifest } from "./helpers.mjs";
 
 const BASE = "http://bundle.test/";
@@ -38,7 +39,7 @@ test("a real bundle loads: every artifact fetched and checked", { skip }, async 
   const bundle = await loadBundle(BASE, { fetch: fetchFrom(BASE, files), validateSchema });
   assert.deepEqual([...bundle.files.keys()], manifest.artifacts.map((a) => a.path));
   assert.deepEqual(switchingPaths(manifest), ["levels", "switch_once", "alpha_input"]);
-  const levels = policyLevels(manifest);
+  const levels = levelsFromManifest(manifest); // what the app gives the policy
   assert.deepEqual(levels.map((l) => l.alpha), [0, 0.5, 0.9]);
   assert.ok(levels[0].cost > levels[1].cost && levels[1].cost > levels[2].cost, "sparser levels cost less");
 });
@@ -88,9 +89,9 @@ test("a missing artifact and a changed artifact are refused by name", { skip }, 
 });
 
 test("a bundle without level files offers discrete alphas or five across the range, cost 1 - alpha", () => {
-  const spaced = policyLevels({ levels: [], alpha_input: { min: 0, max: 0.8, discrete: null } });
+  const spaced = alphaLevels({ levels: [], alpha_input: { min: 0, max: 0.8, discrete: null } });
   assert.deepEqual(spaced.map((l) => l.alpha), [0, 0.2, 0.4, 0.6000000000000001, 0.8]);
   assert.deepEqual(spaced.map((l) => Math.round(l.cost * 100) / 100), [1, 0.8, 0.6, 0.4, 0.2]);
-  const discrete = policyLevels({ levels: [], alpha_input: { min: 0, max: 1, discrete: [1, 0, 0.6] } });
+  const discrete = alphaLevels({ levels: [], alpha_input: { min: 0, max: 1, discrete: [1, 0, 0.6] } });
   assert.deepEqual(discrete, [{ alpha: 0, cost: 1 }, { alpha: 0.6, cost: 0.4 }, { alpha: 1, cost: 0.05 }]);
 });
