@@ -9,8 +9,10 @@ The web app is served as it is laid out here::
     DIR/bundle/                                manifest.json and its artifacts
     DIR/lcs-app.json                           what was copied from where (marks DIR as ours)
 
-Android gets the Gradle project with the bundle in the app's assets, iOS the Swift project
-with the bundle as a resource. The bundle is checked first (schema, target, every sha256)
+Android and iOS keep the repository's layout, ``DIR/android/`` (the Gradle project, the bundle
+in the app's assets) or ``DIR/ios/`` (the Swift package and app, the bundle in ``App/bundle``)
+beside ``DIR/policy/`` (the shared case table), so the projects' own tests of the policy find
+the case table where they find it in the repository. The bundle is checked first (schema, target, every sha256)
 and everything is staged in a temporary sibling of DIR and renamed into place, so a failure
 leaves nothing behind.
 """
@@ -35,7 +37,9 @@ PLATFORMS = ("web", "android", "ios")
 #: The bundle target each platform's app runs.
 PLATFORM_TARGETS = {"web": "onnx", "android": "onnx", "ios": "coreml"}
 #: Where each platform's app expects the bundle, relative to DIR.
-BUNDLE_PLACES = {"web": "bundle", "android": "app/src/main/assets/bundle", "ios": "App/bundle"}
+BUNDLE_PLACES = {"web": "bundle", "android": "android/app/src/main/assets/bundle", "ios": "ios/App/bundle"}
+#: The shared policy files copied beside an Android or iOS project (its tests read the case table).
+POLICY_FILES = ("README.md", "policy.json", "policy.schema.json", "cases.json")
 #: Written into DIR; ``--force`` replaces only a directory that holds it.
 APP_MARKER = "lcs-app.json"
 #: The web app's own files (tests, package files and node_modules stay behind).
@@ -171,7 +175,10 @@ def _project_files(platform: str, staging: Path) -> None:
     source = sample_apps_root() / platform
     if not source.is_dir():
         raise LcsError(f"the {platform} sample app ({source}) is not in this checkout", "use a complete lcs checkout")
-    shutil.copytree(source, staging, ignore=IGNORED, dirs_exist_ok=True)
+    shutil.copytree(source, staging / platform, ignore=IGNORED)
+    (staging / "policy").mkdir()
+    for name in POLICY_FILES:
+        shutil.copy2(sample_apps_root() / "policy" / name, staging / "policy" / name)
 
 
 def _npm_version(package: str) -> str | None:
@@ -190,10 +197,13 @@ def next_steps(platform: str, output: Path) -> list[str]:
                 "text/javascript and .wasm as application/wasm will do",
                 "?bundle=OTHER/ in the URL loads another bundle copied beside bundle/"]
     if platform == "android":
-        return [f"open {output} in Android Studio and run the app configuration",
+        return [f"open {output / 'android'} in Android Studio (run `gradle wrapper` there first: no wrapper jar "
+                "is shipped) and run the app configuration",
                 f"the bundle is in {output / BUNDLE_PLACES['android']}; replace it to ship another"]
-    return [f"open {output} in Xcode (iOS 18 for multifunction packages)",
-            f"the bundle is in {output / BUNDLE_PLACES['ios']}, added to the app as a resource"]
+    return [f"follow {output / 'ios' / 'README.md'}: an iOS app target in Xcode 16 with the LcsCore package and "
+            "the files of ios/App (iOS 18 for multifunction packages)",
+            f"add {output / BUNDLE_PLACES['ios']} to that app target as a folder reference named 'bundle'; "
+            f"on a Mac, LCS_BUNDLE={output / BUNDLE_PLACES['ios']} swift run LcsSampleApp"]
 
 
 def build_app_directory(bundle: Path, platform: str, output: Path, force: bool = False) -> AppResult:

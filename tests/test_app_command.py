@@ -163,19 +163,20 @@ def test_without_npm_ci_the_web_app_says_how_to_get_onnxruntime_web(
                    "onnxruntime-web and ajv-dist are not installed", f"npm ci --prefix {checkout / 'web'}")
 
 
-@pytest.mark.skipif(not (SAMPLE_APPS / "android").is_dir(), reason="the Android sample app is not in this checkout")
 def test_android_project_gets_the_bundle_in_its_assets(bundle: Path, tmp_path: Path) -> None:
     output = tmp_path / "android"
     result = invoke("app", bundle, "--platform", "android", "-o", output)
     assert result.exit_code == 0, result.output
-    assets = output / "app/src/main/assets/bundle"
+    assets = output / "android/app/src/main/assets/bundle"
     assert sorted(p.name for p in assets.iterdir()) == sorted(p.name for p in bundle.iterdir())
     assert all(item.ok for item in check_integrity(assets, read_manifest(assets)))
-    assert (output / "settings.gradle.kts").is_file() and "Android Studio" in result.output
+    assert (output / "android/settings.gradle.kts").is_file() and "Android Studio" in result.output
+    # lcs-core's Gradle test task reads the case table at ../../policy, as in the repository.
+    assert "../../policy" in (output / "android/lcs-core/build.gradle.kts").read_text()
+    assert (output / "android/lcs-core/../../policy/cases.json").resolve().is_file()
     assert not list(output.rglob("build")), "build outputs are not copied"
 
 
-@pytest.mark.skipif(not (SAMPLE_APPS / "ios").is_dir(), reason="the iOS sample app is not in this checkout")
 def test_ios_project_gets_a_core_ml_bundle_as_a_resource(
     trained_checkpoint: Callable[[str, str], Path], tmp_path: Path,
 ) -> None:
@@ -190,7 +191,9 @@ def test_ios_project_gets_a_core_ml_bundle_as_a_resource(
     assert result.exit_code == 0, result.output
     resource = output / app_module.BUNDLE_PLACES["ios"]
     assert all(item.ok for item in check_integrity(resource, read_manifest(resource)))
-    assert (output / "Package.swift").is_file() and "Xcode" in result.output
+    assert (output / "ios/Package.swift").is_file() and "Xcode" in result.output
+    # PolicyCasesTests finds the case table three folders above its own file, as in the repository.
+    assert (output / "ios/Tests/LcsCoreTests/../../../policy/cases.json").resolve().is_file()
 
 
 def test_serve_on_a_busy_port_writes_nothing(bundle: Path, tmp_path: Path) -> None:
