@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 DEMO := runs/demo
 CKPT := $(DEMO)/subspace.safetensors
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-apps demo test bench clean
 
 $(BIN)/.lcs-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,17 +16,26 @@ $(BIN)/.lcs-installed: pyproject.toml
 
 setup: $(BIN)/.lcs-installed
 
+# What the sample apps' tests need, each installed only when missing: Debian's Chromium and the
+# web app's npm packages (browser test), Debian's kotlinc, JDK 17, Gson and JUnit 4 (lcs-core).
+setup-apps:
+	sh sample_apps/web/install-deps.sh
+	sh sample_apps/android/lcs-core/install-deps.sh
+
 # Train the default subspace (resuming if a previous demo was interrupted), evaluate it,
 # then export and validate the bundles.
 demo: setup
+	LCS_NO_BROWSER=1 sh sample_apps/web/install-deps.sh
 	if [ -f $(CKPT) ]; then $(BIN)/lcs-train --out $(CKPT) --resume --no-evaluate; \
 	else $(BIN)/lcs-train --out $(CKPT) --no-evaluate; fi
 	$(BIN)/lcs-train eval $(CKPT) --alphas 0,0.25,0.5,0.75,0.9
 	$(BIN)/lcs-export onnx $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/onnx --force
 	$(BIN)/lcs-export torchscript-lite $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/torchscript-lite --force
 	$(BIN)/lcs-export coreml $(CKPT) --levels 0.0,0.5,0.9 --dynamic-alpha -o $(DEMO)/coreml --force
+	@echo "The web sample app with the ONNX bundle (then open the printed URL):"
+	@echo "  $(BIN)/lcs-export app $(DEMO)/onnx --platform web -o $(DEMO)/web-app --force --serve"
 
-test: setup
+test: setup setup-apps
 	$(BIN)/python -m pytest
 
 bench: setup

@@ -5,9 +5,12 @@
 set -eu
 web="$(cd "$(dirname "$0")" && pwd)"
 
-if ! command -v chromium >/dev/null 2>&1; then
-    apt-get update
-    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+# LCS_NO_BROWSER=1: only the npm packages (make demo serves the app but runs no browser).
+if [ "${LCS_NO_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 fi
 
 if ! command -v npm >/dev/null 2>&1; then
