@@ -7,19 +7,39 @@ evaluates it. ``lcs-train eval CKPT`` prints accuracy and cost per alpha.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+import os
+import signal
+import threading
 
-import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from lcs_train.console import console, exit_quietly, reported_user_errors, run_app
-from lcs_train.errors import LcsError
-from lcs_train.evaluate import LevelResult, evaluate_checkpoint, parse_alphas, plot_accuracy, write_report
-from lcs_train.files import check_writable_output, exclusive_output
-from lcs_train.recipes import recipe_defaults
-from lcs_train.train import TrainConfig, Trainer, validate_config
+def _interrupted_while_starting(number: int, frame: object) -> None:
+    # Nothing has run yet; without this, a Ctrl-C during the imports below (torch takes
+    # seconds) prints a traceback from inside torch instead of the usual one line.
+    os.write(2, b"interrupted; nothing was written\n")
+    os._exit(130)
+
+
+_STARTING_IN_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+_previous_handler = signal.signal(signal.SIGINT, _interrupted_while_starting) if _STARTING_IN_MAIN_THREAD else None
+
+from pathlib import Path  # noqa: E402 (imported under the start-up handler above)
+from typing import Optional  # noqa: E402
+
+import typer  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.table import Table  # noqa: E402
+
+from lcs_train.console import console, exit_quietly, reported_user_errors, run_app  # noqa: E402
+from lcs_train.errors import LcsError  # noqa: E402
+from lcs_train.evaluate import LevelResult, evaluate_checkpoint, parse_alphas, plot_accuracy, write_report  # noqa: E402
+from lcs_train.files import check_writable_output, exclusive_output  # noqa: E402
+from lcs_train.recipes import recipe_defaults  # noqa: E402
+from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
+
+if _STARTING_IN_MAIN_THREAD:
+    signal.signal(signal.SIGINT, _previous_handler if _previous_handler is not None else signal.default_int_handler)
 
 app = typer.Typer(
     add_completion=False,
