@@ -62,7 +62,9 @@ def content_digest(tensors: dict[str, Tensor], metadata: dict[str, Any]) -> str:
     for name in sorted(tensors):
         tensor = tensors[name].detach().cpu().contiguous()
         digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape(-1): a 0-dim tensor of a multi-byte dtype cannot be viewed as bytes directly
+        # (a hostile file made that crash); the bytes, and so every digest, are unchanged.
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return digest.hexdigest()
 
 

@@ -25,6 +25,7 @@ _previous_handler = signal.signal(signal.SIGINT, _interrupted_while_starting) if
 from pathlib import Path  # noqa: E402 (imported under the start-up handler above)
 from typing import Optional  # noqa: E402
 
+import torch  # noqa: E402
 import typer  # noqa: E402
 from rich.progress import (  # noqa: E402
     BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
@@ -33,7 +34,9 @@ from rich.table import Table  # noqa: E402
 
 from lcs_train.console import console, exit_quietly, reported_user_errors, run_app  # noqa: E402
 from lcs_train.errors import LcsError  # noqa: E402
-from lcs_train.evaluate import LevelResult, evaluate_checkpoint, parse_alphas, plot_accuracy, write_report  # noqa: E402
+from lcs_train.evaluate import (  # noqa: E402
+    LevelResult, evaluate_subspace, parse_alphas, plot_accuracy, prepare_evaluation, write_report,
+)
 from lcs_train.files import check_writable_output, exclusive_output  # noqa: E402
 from lcs_train.recipes import recipe_defaults  # noqa: E402
 from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
@@ -81,13 +84,14 @@ def run_evaluation(checkpoint: Path, alphas: Optional[list[float]], baselines: l
     results are printed before anything is written, so a file-system error loses nothing.
     """
     report, plot = report_paths(checkpoint, out)
+    subject = prepare_evaluation(checkpoint, alphas)
+    others = {path.stem: prepare_evaluation(path, None) for path in baselines}
     for path in (report, plot):
         check_writable_output(path, "--out")
-    results, loaded = evaluate_checkpoint(checkpoint, alphas, data_dir)
-    baseline_rows = {}
-    for path in baselines:
-        rows, _ = evaluate_checkpoint(path, None, data_dir)
-        baseline_rows[path.stem] = rows
+    torch.manual_seed(0)
+    results = evaluate_subspace(*subject, data_dir)
+    loaded = subject[1]
+    baseline_rows = {name: evaluate_subspace(*prepared, data_dir) for name, prepared in others.items()}
     console.print(_level_table(f"{checkpoint}: {loaded.metadata['method']['name']} {loaded.metadata['shape']}", results))
     for name, rows in baseline_rows.items():
         console.print(_level_table(f"baseline {name}", rows))

@@ -68,10 +68,10 @@ def evaluate_subspace(
     return results
 
 
-def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: str | None = None) -> tuple[list[LevelResult], Checkpoint]:
-    """Load ``path`` and evaluate it at ``alphas`` (None: the method's default grid; a
-    fixed-alpha baseline: its own alpha, and it refuses any other)."""
-    torch.manual_seed(0)
+def prepare_evaluation(path: str | Path, alphas: list[float] | None) -> tuple[nn.Module, Checkpoint, list[float]]:
+    """Load ``path`` and settle the alphas to evaluate, refusing bad ones, before any work:
+    ``alphas`` None is the method's default grid (a fixed-alpha baseline: its own alpha; it
+    refuses any other)."""
     model, checkpoint = load_subspace(path)
     fixed = checkpoint.metadata["alpha"]["fixed"]
     if fixed is not None and alphas is None:
@@ -80,6 +80,13 @@ def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: 
         method = checkpoint_method(checkpoint)
         alphas = list(method.discrete_alphas() or [0.0, 0.25, 0.5, 0.75, 0.9])
         alphas = [a for a in alphas if a <= method.max_alpha + 1e-9]
+    return model, checkpoint, [check_model_alpha(model, alpha) for alpha in alphas]
+
+
+def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: str | None = None) -> tuple[list[LevelResult], Checkpoint]:
+    """Load ``path`` and evaluate it at ``alphas`` (see ``prepare_evaluation``)."""
+    model, checkpoint, alphas = prepare_evaluation(path, alphas)
+    torch.manual_seed(0)
     return evaluate_subspace(model, checkpoint, alphas, data_dir), checkpoint
 
 

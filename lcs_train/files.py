@@ -175,32 +175,41 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
 
 def check_writable_output(path: str | Path, option: str = "--out") -> Path:
     """Fail now, before any work, if ``path`` cannot be written: it is a directory, a part of
-    it is a file, the file system is read-only, or the user lacks permission. Creates missing
-    parent directories and probes with (then removes) a temporary file where the real save
-    will put its own."""
+    it is a file, the file system is read-only, or the user lacks permission. Probes with a
+    temporary file where the real save will put its own (creating missing directories), then
+    removes the probe and the directories it created."""
     path = Path(path)
     if path.is_dir():
         raise LcsError(f"{option} {path} is a directory", f"give a file path, e.g. {path / 'subspace.safetensors'}")
+    # Directories made only to probe are removed again: a run refused later writes nothing.
+    created = [parent for parent in path.parents if not parent.exists()]
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except FileExistsError as error:
-        raise LcsError(
-            f"cannot create the directory of {option} {path}: {error.filename} is a file",
-            "a part of the path is a file, not a directory; fix the path",
-        ) from None
-    except OSError as error:
-        raise _cannot("create the directory of", option, path, error) from None
-    remove_stale_temporaries(path)
-    probe = temporary_sibling(path)
-    try:
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
-        probe.unlink()
-    except OSError as error:
         try:
-            probe.unlink(missing_ok=True)
-        except OSError:
-            pass
-        raise _cannot("write", option, path, error) from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError as error:
+            raise LcsError(
+                f"cannot create the directory of {option} {path}: {error.filename} is a file",
+                "a part of the path is a file, not a directory; fix the path",
+            ) from None
+        except OSError as error:
+            raise _cannot("create the directory of", option, path, error) from None
+        remove_stale_temporaries(path)
+        probe = temporary_sibling(path)
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            probe.unlink()
+        except OSError as error:
+            try:
+                probe.unlink(missing_ok=True)
+            except OSError:
+                pass
+            raise _cannot("write", option, path, error) from None
+    finally:
+        for directory in created:  # deepest first
+            try:
+                directory.rmdir()
+            except OSError:
+                pass
     return path
 
 
@@ -237,6 +246,10 @@ def exclusive_output(path: str | Path, option: str = "--out") -> Iterator[None]:
             _held_locks[key] -= 1
         return
     lock_file = lock_path_for(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise _cannot("create the directory of", option, path, error) from None
     while True:
         try:
             descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)

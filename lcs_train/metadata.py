@@ -66,6 +66,7 @@ SCHEMA: dict[str, Any] = {
                 {
                     "if": {"properties": {"name": {"const": "unstructured"}}},
                     "then": {
+                        "required": ["max_sparsity"],
                         "additionalProperties": False,
                         "properties": {"name": {}, "max_sparsity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
                     },
@@ -73,6 +74,7 @@ SCHEMA: dict[str, Any] = {
                 {
                     "if": {"properties": {"name": {"const": "structured"}}},
                     "then": {
+                        "required": ["min_width"],
                         "additionalProperties": False,
                         "properties": {"name": {}, "min_width": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}},
                     },
@@ -80,6 +82,7 @@ SCHEMA: dict[str, Any] = {
                 {
                     "if": {"properties": {"name": {"const": "quantized"}}},
                     "then": {
+                        "required": ["high_bits", "low_bits"],
                         "additionalProperties": False,
                         "properties": {
                             "name": {},
