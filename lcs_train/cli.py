@@ -86,6 +86,10 @@ def run_evaluation(checkpoint: Path, alphas: Optional[list[float]], baselines: l
     report, plot = report_paths(checkpoint, out)
     subject = prepare_evaluation(checkpoint, alphas)
     others = {path.stem: prepare_evaluation(path, None) for path in baselines}
+    dataset = subject[1].metadata["data"]["dataset"]
+    if data_dir is not None and dataset != "cifar10":
+        raise LcsError(f"--data-dir applies only to cifar10 checkpoints ({checkpoint} was trained on {dataset}, "
+                       "which ships with lcs)", "drop --data-dir")
     for path in (report, plot):
         check_writable_output(path, "--out")
     torch.manual_seed(0)
@@ -218,8 +222,9 @@ def _training_outcome(out: Path, state: dict[str, object]) -> str:
     trainer = state.get("trainer")
     if state.get("trained"):
         return f"training finished and {out} is saved; the evaluation was not written (run lcs-train eval {out})"
-    if isinstance(trainer, Trainer) and trainer.history:
-        return (f"the checkpoint of epoch {len(trainer.history)} is intact at {out}; "
+    if isinstance(trainer, Trainer) and trainer.saved_epoch > 0:
+        # An interrupted save keeps the previous file whole: this is the epoch it holds.
+        return (f"the checkpoint of epoch {trainer.saved_epoch} is intact at {out}; "
                 "continue with the same command plus --resume")
     if out.exists():
         return f"{out} is untouched"

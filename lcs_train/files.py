@@ -148,7 +148,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     remove_stale_temporaries(path)
     temporary = temporary_sibling(path)
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        raise _cannot("write", "", path, error) from None
     try:
         with os.fdopen(descriptor, "wb") as handle:
             pause_point("created")
@@ -162,8 +165,12 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         os.replace(temporary, path)
         pause_point("renamed")
         fsync_directory(path.parent)
-    except BaseException:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            # A full disk or a vanished directory mid-write: name the file being written,
+            # not its hidden temporary.
+            raise _cannot("write", "", path, error) from None
         raise
     return path
 
@@ -215,8 +222,9 @@ def check_writable_output(path: str | Path, option: str = "--out") -> Path:
 
 def _cannot(action: str, option: str, path: Path, error: OSError) -> LcsError:
     """``cannot <action> <option> <path>: <reason>`` with the errno's hint."""
+    subject = f"{option} {path}" if option else str(path)
     return LcsError(
-        f"cannot {action} {option} {path}: {error.strerror or error}",
+        f"cannot {action} {subject}: {error.strerror or error}",
         _OS_ERROR_HINTS.get(error.errno or 0, "check the path and the file system"),
     )
 

@@ -279,6 +279,8 @@ class Trainer:
         mark_fixed_alpha(self.model, config.fixed_alpha)
         self.history: list[EpochRecord] = []
         self.start_epoch = 0
+        #: epochs held by the checkpoint at ``output`` (what an interruption keeps)
+        self.saved_epoch = 0
         self.train_images = self.dataset.normalize(self.dataset.train_images)
         # Zero padding of normalised images must be the background value, not 0.
         self.background = float(self.dataset.normalize(torch.zeros(1, *self.dataset.input_shape)).flatten()[0])
@@ -329,6 +331,7 @@ class Trainer:
             self.optimizer.state[parameter]["momentum_buffer"] = buffer.to(self.device).clone()
         self.history = [EpochRecord(**record) for record in checkpoint.metadata.get("history", [])]
         self.start_epoch = int(checkpoint.metadata.get("epoch", 0))
+        self.saved_epoch = self.start_epoch
 
     def _train_state(self) -> dict[str, Tensor]:
         state = {}
@@ -344,7 +347,9 @@ class Trainer:
         metadata["epoch"] = epoch
         metadata["complete"] = epoch >= self.config.epochs
         metadata["history"] = [asdict(record) for record in self.history]
-        return save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+        path = save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+        self.saved_epoch = epoch
+        return path
 
     def step_alphas(self, generator: torch.Generator) -> list[float]:
         """Alphas to train at in one step."""

@@ -358,3 +358,27 @@ def test_help_shows_every_text_whole(command: list[str]) -> None:
     assert not re.search(r"\ba [aeiou]", text), text
     if not command:
         assert "Training epochs (default: the recipe's)." in text
+
+
+def test_a_full_disk_during_a_save_names_the_file_and_leaves_nothing(tmp_path: Path) -> None:
+    from lcs_train.files import atomic_write
+
+    target = tmp_path / "report.json"
+    target.write_text("old")
+
+    def disk_full(handle: Any) -> None:
+        handle.write(b"partial")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(LcsError, match=re.escape(f"cannot write {target}: No space left on device")):
+        atomic_write(target, disk_full)
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_eval_data_dir_for_an_embedded_dataset_is_refused(
+    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = run_cli(capsys, "eval", str(trained_checkpoint("unstructured", "point")), "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "r.json"))
+    assert_one_line_error(result, 2, "--data-dir applies only to cifar10 checkpoints")
+    assert list(tmp_path.iterdir()) == []
