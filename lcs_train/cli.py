@@ -164,7 +164,7 @@ def train(
     max_alpha: Optional[float] = typer.Option(None, help="Top of the trained alpha range, in (0, 1] (default: 0.95 for unstructured, 0.75 for structured)."),
     fixed_alpha: Optional[float] = typer.Option(None, help="Train an ordinary network at this one alpha instead: a baseline for eval, usable only at that alpha."),
     seed: int = typer.Option(0, help="Random seed, in [0, 2^32 - 1]; runs are reproducible."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch, at least 1 (default: torch's choice)."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Checkpoint file (safetensors), saved after every epoch."),
     resume: bool = typer.Option(False, help="Continue the run in --out after an interruption (same settings required)."),
@@ -199,6 +199,9 @@ def train(
         # An unwritable --out fails now, not after the first epoch.
         check_writable_output(out)
         with exclusive_output(out):
+            if out.exists() and not resume:
+                # Written by another run between the check above and taking the lock.
+                raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
             trainer = Trainer(config, out, resume=resume)
             state["trainer"] = trainer
             console.print(
@@ -214,6 +217,8 @@ def train(
         console.print(f"saved [bold]{out}[/bold] ({seconds:.0f} s of training)")
         state["trained"] = True
         if evaluate:
+            report, plot = report_paths(out, None)
+            state["report"] = (report, plot, _mtimes(report, plot))
             run_evaluation(out, None, [], None, data_dir)
 
 
@@ -221,7 +226,9 @@ def _training_outcome(out: Path, state: dict[str, object]) -> str:
     """What a Ctrl-C during ``lcs-train`` leaves behind, for its one line."""
     trainer = state.get("trainer")
     if state.get("trained"):
-        return f"training finished and {out} is saved; the evaluation was not written (run lcs-train eval {out})"
+        report = state.get("report")
+        evaluation = _evaluation_outcome(*report) if isinstance(report, tuple) else "no report was written"
+        return f"training finished and {out} is saved; evaluation stopped, {evaluation} (run lcs-train eval {out})"
     if isinstance(trainer, Trainer) and trainer.saved_epoch > 0:
         # An interrupted save keeps the previous file whole: this is the epoch it holds.
         return (f"the checkpoint of epoch {trainer.saved_epoch} is intact at {out}; "
