@@ -145,16 +145,17 @@ def load_model_state(model: nn.Module, state: dict[str, Tensor], source: str) ->
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(
-        k for k in set(expected) & set(state)
-        if expected[k].shape != state[k].shape or expected[k].dtype != state[k].dtype
-    )
-    if missing or unexpected or wrong:
-        detail = (missing or unexpected or wrong)[:3]
-        kind = "missing" if missing else "unexpected" if unexpected else "of another shape or dtype"
+    common = set(expected) & set(state)
+    reshaped = sorted(k for k in common if expected[k].shape != state[k].shape)
+    retyped = sorted(k for k in common if expected[k].dtype != state[k].dtype)
+    if missing or unexpected or reshaped or retyped:
+        kind, detail = next((kind, names[:3]) for kind, names in (
+            ("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped), ("of another dtype", retyped),
+        ) if names)
+        hint = _field_hint(detail[0]) if kind == "of another shape" else ""
         raise LcsError(
             f"{source} does not match the network its metadata describes "
-            f"(tensors {kind}: {', '.join(detail)}{_field_hint(detail[0])})",
+            f"(tensors {kind}: {', '.join(detail)}{hint})",
             "the file was edited or comes from another method or model; use the checkpoint as written",
         )
     model.load_state_dict(state)

@@ -115,7 +115,7 @@ def _check_number(config: TrainConfig, name: str, low: float, high: float, *, lo
         return
     interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if high == math.inf:
-        interval = f"{'greater than' if low_open else 'at least'} {low:g}"
+        interval = f"{'greater than' if low_open else 'of at least'} {low:g}"
     else:
         interval = f"in {interval}"
     raise LcsError(f"{_option(name)} {value:g} is not allowed", f"give a finite value {interval}{meaning}")
