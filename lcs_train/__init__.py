@@ -7,10 +7,38 @@ The public verbs::
     set_alpha(model, 0.9)          # or: with at_alpha(model, 0.9): ...
 """
 
-from lcs_train.methods import CompressionMethod, Quantized, Structured, Unstructured
-from lcs_train.restore import load_subspace
-from lcs_train.shapes import Line, Point
-from lcs_train.subspace import at_alpha, build_subspace, compressible_layers, set_alpha
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# The public names are imported on first use (PEP 562), so that importing a submodule, such
+# as the CLI, does not import torch before it is needed: lcs-train answers Ctrl-C during its
+# start-up with its one line instead of a traceback from inside torch's import.
+_PUBLIC = {
+    "CompressionMethod": "lcs_train.methods",
+    "Quantized": "lcs_train.methods",
+    "Structured": "lcs_train.methods",
+    "Unstructured": "lcs_train.methods",
+    "load_subspace": "lcs_train.restore",
+    "Line": "lcs_train.shapes",
+    "Point": "lcs_train.shapes",
+    "at_alpha": "lcs_train.subspace",
+    "build_subspace": "lcs_train.subspace",
+    "compressible_layers": "lcs_train.subspace",
+    "set_alpha": "lcs_train.subspace",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'lcs_train' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_PUBLIC])
+
 
 __all__ = [
     "CompressionMethod",

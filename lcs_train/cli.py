@@ -7,18 +7,42 @@ evaluates it. ``lcs-train eval CKPT`` prints accuracy and cost per alpha.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Optional
+import os
+import signal
+import threading
 
-import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
-from lcs_train.console import console, user_errors
-from lcs_train.errors import LcsError
-from lcs_train.evaluate import LevelResult, evaluate_checkpoint, parse_alphas, plot_accuracy, write_report
-from lcs_train.recipes import recipe_defaults
-from lcs_train.train import TrainConfig, Trainer
+def _interrupted_while_starting(number: int, frame: object) -> None:
+    # Nothing has run yet; without this, a Ctrl-C during the imports below (torch takes
+    # seconds) prints a traceback from inside torch instead of the usual one line.
+    os.write(2, b"interrupted; nothing was written\n")
+    os._exit(130)
+
+
+_STARTING_IN_MAIN_THREAD = threading.current_thread() is threading.main_thread()
+_previous_handler = signal.signal(signal.SIGINT, _interrupted_while_starting) if _STARTING_IN_MAIN_THREAD else None
+
+from pathlib import Path  # noqa: E402 (imported under the start-up handler above)
+from typing import Optional  # noqa: E402
+
+import torch  # noqa: E402
+import typer  # noqa: E402
+from rich.progress import (  # noqa: E402
+    BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+)
+from rich.table import Table  # noqa: E402
+
+from lcs_train.console import console, exit_quietly, reported_user_errors, run_app  # noqa: E402
+from lcs_train.errors import LcsError  # noqa: E402
+from lcs_train.evaluate import (  # noqa: E402
+    LevelResult, evaluate_subspace, parse_alphas, plot_accuracy, prepare_evaluation, write_report,
+)
+from lcs_train.files import check_writable_output, exclusive_output  # noqa: E402
+from lcs_train.recipes import recipe_defaults  # noqa: E402
+from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
+
+if _STARTING_IN_MAIN_THREAD:
+    signal.signal(signal.SIGINT, _previous_handler if _previous_handler is not None else signal.default_int_handler)
 
 app = typer.Typer(
     add_completion=False,
@@ -47,21 +71,47 @@ def _level_table(title: str, rows: list[LevelResult]) -> Table:
     return table
 
 
+def report_paths(checkpoint: Path, out: Optional[Path]) -> tuple[Path, Path]:
+    """Where an evaluation writes its JSON report and its plot."""
+    report = out or checkpoint.with_suffix(".eval.json")
+    return report, report.with_suffix(".png")
+
+
 def run_evaluation(checkpoint: Path, alphas: Optional[list[float]], baselines: list[Path], out: Optional[Path], data_dir: Optional[str]) -> None:
-    """Evaluate, print the table, write JSON and the PNG plot next to ``out``."""
-    results, loaded = evaluate_checkpoint(checkpoint, alphas, data_dir)
-    baseline_rows = {}
-    for path in baselines:
-        rows, _ = evaluate_checkpoint(path, None, data_dir)
-        baseline_rows[path.stem] = rows
+    """Evaluate, print the table, then write JSON and the PNG plot next to ``out``.
+
+    The report's place is checked for writability before the evaluation starts, and the
+    results are printed before anything is written, so a file-system error loses nothing.
+    """
+    report, plot = report_paths(checkpoint, out)
+    subject = prepare_evaluation(checkpoint, alphas)
+    others = {path.stem: prepare_evaluation(path, None) for path in baselines}
+    dataset = subject[1].metadata["data"]["dataset"]
+    if data_dir is not None and dataset != "cifar10":
+        raise LcsError(f"--data-dir applies only to cifar10 checkpoints ({checkpoint} was trained on {dataset}, "
+                       "which ships with lcs)", "drop --data-dir")
+    for path in (report, plot):
+        check_writable_output(path, "--out")
+    torch.manual_seed(0)
+    results = evaluate_subspace(*subject, data_dir)
+    loaded = subject[1]
+    baseline_rows = {name: evaluate_subspace(*prepared, data_dir) for name, prepared in others.items()}
     console.print(_level_table(f"{checkpoint}: {loaded.metadata['method']['name']} {loaded.metadata['shape']}", results))
     for name, rows in baseline_rows.items():
         console.print(_level_table(f"baseline {name}", rows))
-    out = out or checkpoint.with_suffix(".eval.json")
-    write_report(results, baseline_rows, out, str(checkpoint))
-    plot = out.with_suffix(".png")
+    write_report(results, baseline_rows, report, str(checkpoint))
     plot_accuracy(results, baseline_rows, plot, f"{loaded.metadata['model']['name']} {loaded.metadata['method']['name']} {loaded.metadata['shape']}")
-    console.print(f"wrote [bold]{out}[/bold] and [bold]{plot}[/bold]")
+    console.print(f"wrote [bold]{report}[/bold] and [bold]{plot}[/bold]")
+
+
+def _evaluation_outcome(report: Path, plot: Path, before: dict[Path, float | None]) -> str:
+    """What a Ctrl-C during an evaluation left: which report files were (re)written."""
+    written = [str(p) for p in (report, plot) if p.exists() and p.stat().st_mtime != before.get(p)]
+    return f"wrote only {', '.join(written)}" if written else "no report was written"
+
+
+def _mtimes(*paths: Path) -> dict[Path, float | None]:
+    return {p: (p.stat().st_mtime if p.exists() else None) for p in paths}
 
 
 def train_with_progress(trainer: Trainer) -> None:
@@ -84,15 +134,8 @@ def train_with_progress(trainer: Trainer) -> None:
 
         for epoch in range(trainer.start_epoch, config.epochs):
             progress.update(task, epoch=epoch + 1)
-            try:
-                record = trainer.train_epoch(epoch, on_step)
-            except KeyboardInterrupt:
-                progress.stop()
-                console.print(
-                    f"[yellow]interrupted[/yellow] during epoch {epoch + 1}; the checkpoint of epoch {epoch} "
-                    f"is intact at {trainer.output}. Continue with the same command plus --resume."
-                )
-                raise typer.Exit(130) from None
+            # A Ctrl-C here reaches reported_user_errors, which says what was kept.
+            record = trainer.train_epoch(epoch, on_step)
             trainer.history.append(record)
             trainer.save(epoch + 1)
             accuracies = "  ".join(f"a={k}: {100 * v:.1f}%" for k, v in record.accuracy.items())
@@ -100,7 +143,6 @@ def train_with_progress(trainer: Trainer) -> None:
 
 
 @app.callback(invoke_without_command=True)
-@user_errors
 def train(
     ctx: typer.Context,
     model: str = typer.Option("cpreresnet20", help="Architecture: cpreresnet20 (or cpreresnet11, smaller)."),
@@ -109,21 +151,21 @@ def train(
     dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8) or cifar10 (needs --data-dir)."),
     data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's binary batches (nothing is downloaded)."),
     recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data) or paper (the paper's 200-epoch recipe)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs [recipe]."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size [recipe]."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD [recipe; quantized: x0.25]."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum (Nesterov) [0.9]."),
-    weight_decay: Optional[float] = typer.Option(None, help="Weight decay [5e-4]."),
-    warmup_epochs: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up epochs before the cosine decay [recipe]."),
-    compression_warmup: Optional[float] = typer.Option(None, help="Fraction of steps over which compression is annealed from dense; activation quantization starts after it [0.8]."),
-    beta: Optional[float] = typer.Option(None, help="Weight of the cos^2 regulariser between the line's ends [1.0]."),
-    augment_shift: Optional[int] = typer.Option(None, help="Random translation of training images, in pixels [recipe]."),
-    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy."),
-    max_alpha: Optional[float] = typer.Option(None, help="Top of the trained alpha range [unstructured 0.95, structured 0.75]."),
-    fixed_alpha: Optional[float] = typer.Option(None, help="Train an ordinary network at this one level instead (a baseline for eval)."),
-    seed: int = typer.Option(0, help="Random seed; runs are reproducible."),
-    device: str = typer.Option("auto", help="auto (CUDA when present), cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for torch (default: torch's choice)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the recipe's)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD, greater than 0 (default: the recipe's; quantized: a quarter of it)."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (Nesterov), in [0, 1) (default: 0.9)."),
+    weight_decay: Optional[float] = typer.Option(None, help="Weight decay, at least 0 (default: 5e-4)."),
+    warmup_epochs: Optional[int] = typer.Option(None, help="Linear learning-rate warm-up epochs before the cosine decay, at least 0 (default: the recipe's)."),
+    compression_warmup: Optional[float] = typer.Option(None, help="Fraction of steps, in [0, 1], over which compression is annealed from dense; activation quantization starts after it (default: 0.8)."),
+    beta: Optional[float] = typer.Option(None, help="Weight of the cos^2 regulariser between the line's ends, at least 0 (default: 1.0)."),
+    augment_shift: Optional[int] = typer.Option(None, help="Random translation of training images, in pixels (default: the recipe's)."),
+    label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy, in [0, 1)."),
+    max_alpha: Optional[float] = typer.Option(None, help="Top of the trained alpha range, in (0, 1] (default: 0.95 for unstructured, 0.75 for structured)."),
+    fixed_alpha: Optional[float] = typer.Option(None, help="Train an ordinary network at this one alpha instead: a baseline for eval, usable only at that alpha."),
+    seed: int = typer.Option(0, help="Random seed, in [0, 2^32 - 1]; runs are reproducible."),
+    device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch, at least 1 (default: torch's choice)."),
     out: Path = typer.Option(DEFAULT_OUT, "--out", "-o", help="Checkpoint file (safetensors), saved after every epoch."),
     resume: bool = typer.Option(False, help="Continue the run in --out after an interruption (same settings required)."),
     evaluate: bool = typer.Option(True, help="Evaluate across alpha after training."),
@@ -132,54 +174,90 @@ def train(
     """Train a compressible subspace (the default command)."""
     if ctx.invoked_subcommand is not None:
         return
-    if method not in ("unstructured", "structured", "quantized"):
-        raise LcsError(f"unknown compression method {method!r}", "use unstructured, structured or quantized")
-    settings = recipe_defaults(recipe, method)
-    given = {
-        "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
-        "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
-        "compression_warmup": compression_warmup, "beta": beta, "augment_shift": augment_shift,
-    }
-    settings.update({k: v for k, v in given.items() if v is not None})
-    if settings["epochs"] < 1 or settings["batch_size"] < 1:
-        raise LcsError("--epochs and --batch-size must be at least 1", "give positive values")
-    config = TrainConfig(
-        model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
-        label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
-        seed=seed, device=device, threads=threads, **settings,
-    )
-    if out.exists() and not resume:
-        raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
-    trainer = Trainer(config, out, resume=resume)
-    console.print(
-        f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
-        f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "
-        f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}"
-    )
-    if trainer.start_epoch >= config.epochs:
-        console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")
-    else:
-        train_with_progress(trainer)
-    seconds = sum(record.seconds for record in trainer.history)
-    console.print(f"saved [bold]{out}[/bold] ({seconds:.0f} s of training)")
-    if evaluate:
-        run_evaluation(out, None, [], None, data_dir)
+    state: dict[str, object] = {}
+    with reported_user_errors(debug, on_interrupt=lambda: _training_outcome(out, state)):
+        settings = recipe_defaults(recipe, method)
+        given = {
+            "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
+            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+            "compression_warmup": compression_warmup, "beta": beta, "augment_shift": augment_shift,
+        }
+        settings.update({k: v for k, v in given.items() if v is not None})
+        config = TrainConfig(
+            model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
+            label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
+            seed=seed, device=device, threads=threads, **settings,
+        )
+        # Every option is checked before anything is loaded, created or written.
+        validate_config(config)
+        if out.is_dir():
+            raise LcsError(f"--out {out} is a directory", f"give a file path, e.g. {out / 'subspace.safetensors'}")
+        if out.exists() and not resume:
+            raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
+        if resume and not out.exists():
+            raise LcsError(f"cannot resume: {out} does not exist", "drop --resume to start a new run, or give the --out of the interrupted run")
+        # An unwritable --out fails now, not after the first epoch.
+        check_writable_output(out)
+        with exclusive_output(out):
+            if out.exists() and not resume:
+                # Written by another run between the check above and taking the lock.
+                raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
+            trainer = Trainer(config, out, resume=resume)
+            state["trainer"] = trainer
+            console.print(
+                f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
+                f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "
+                f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}"
+            )
+            if trainer.start_epoch >= config.epochs:
+                console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")
+            else:
+                train_with_progress(trainer)
+        seconds = sum(record.seconds for record in trainer.history)
+        console.print(f"saved [bold]{out}[/bold] ({seconds:.0f} s of training)")
+        state["trained"] = True
+        if evaluate:
+            report, plot = report_paths(out, None)
+            state["report"] = (report, plot, _mtimes(report, plot))
+            run_evaluation(out, None, [], None, data_dir)
+
+
+def _training_outcome(out: Path, state: dict[str, object]) -> str:
+    """What a Ctrl-C during ``lcs-train`` leaves behind, for its one line."""
+    trainer = state.get("trainer")
+    if state.get("trained"):
+        report = state.get("report")
+        evaluation = _evaluation_outcome(*report) if isinstance(report, tuple) else "no report was written"
+        return f"training finished and {out} is saved; evaluation stopped, {evaluation} (run lcs-train eval {out})"
+    if isinstance(trainer, Trainer) and trainer.saved_epoch > 0:
+        # An interrupted save keeps the previous file whole: this is the epoch it holds.
+        return (f"the checkpoint of epoch {trainer.saved_epoch} is intact at {out}; "
+                "continue with the same command plus --resume")
+    if out.exists():
+        return f"{out} is untouched"
+    return "nothing was written"
 
 
 @app.command("eval")
-@user_errors
 def eval_command(
     checkpoint: Path = typer.Argument(..., help="Subspace checkpoint written by lcs-train."),
-    alphas: Optional[str] = typer.Option(None, help="Comma-separated alphas, e.g. 0,0.25,0.5,0.75,0.9 [method's default grid]."),
+    alphas: Optional[str] = typer.Option(None, help="Comma-separated alphas, e.g. 0,0.25,0.5,0.75,0.9 (default: the method's grid)."),
     baseline: list[Path] = typer.Option([], help="A --fixed-alpha checkpoint to plot beside the subspace (repeatable)."),
-    out: Optional[Path] = typer.Option(None, help="JSON report path [CKPT.eval.json]; the plot goes beside it as .png."),
+    out: Optional[Path] = typer.Option(None, help="JSON report path (default: CKPT.eval.json); the plot goes beside it as .png."),
     data_dir: Optional[str] = typer.Option(None, help="Data directory, if the checkpoint's dataset needs one and it moved."),
     debug: bool = typer.Option(False, help="Show tracebacks for errors."),
 ) -> None:
     """Evaluate a subspace across alpha: accuracy, real compression, non-zeros, FLOPs."""
-    run_evaluation(checkpoint, parse_alphas(alphas) if alphas else None, baseline, out, data_dir)
+    report, plot = report_paths(checkpoint, out)
+    before = _mtimes(report, plot)
+    with reported_user_errors(debug, on_interrupt=lambda: _evaluation_outcome(report, plot, before)):
+        run_evaluation(checkpoint, parse_alphas(alphas) if alphas is not None else None, baseline, out, data_dir)
 
 
 def main() -> None:
-    """Console entry point."""
-    app()
+    """Console entry point: one line for every error a user can cause, exit codes 0 / 1 / 2 / 130."""
+    exit_quietly(run_app(app, prog_name="lcs-train"))
+
+
+if __name__ == "__main__":
+    main()

@@ -124,16 +124,35 @@ def load_digits_dataset(seed: int = 0) -> Dataset:
     )
 
 
+#: One CIFAR-10 binary record: a label byte, then 3 x 32 x 32 pixel bytes.
+CIFAR10_RECORD = 1 + 3 * 32 * 32
+
+
 def _read_cifar_binary(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Records of CIFAR-10 binary batches; every file is checked, and a refusal names it."""
     records = []
     for path in files:
-        raw = np.fromfile(path, dtype=np.uint8)
-        if raw.size % 3073:
+        try:
+            raw = np.fromfile(path, dtype=np.uint8)
+        except OSError as error:
+            raise LcsError(f"cannot read {path}: {error.strerror or error}", "check the file and its permissions") from None
+        if raw.size == 0:
+            raise LcsError(f"{path} is empty, not a CIFAR-10 binary batch", "use the files of cifar-10-batches-bin as distributed")
+        if raw.size % CIFAR10_RECORD:
             raise LcsError(
-                f"{path} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073)",
+                f"{path} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of {CIFAR10_RECORD})",
                 "use the files of cifar-10-batches-bin as distributed",
             )
-        records.append(raw.reshape(-1, 3073))
+        table = raw.reshape(-1, CIFAR10_RECORD)
+        labels = table[:, 0]
+        if int(labels.max()) >= len(CIFAR10_CLASSES):
+            record = int(np.flatnonzero(labels >= len(CIFAR10_CLASSES))[0])
+            raise LcsError(
+                f"{path} is not a CIFAR-10 binary batch: record {record} has label {int(labels[record])} "
+                f"(labels are 0..{len(CIFAR10_CLASSES) - 1})",
+                "use the files of cifar-10-batches-bin as distributed",
+            )
+        records.append(table)
     table = np.concatenate(records)
     return table[:, 1:].reshape(-1, 3, 32, 32), table[:, 0].astype(np.int64)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -11,11 +12,13 @@ import torch
 from torch import nn
 
 from lcs_train.checkpoint import Checkpoint
+from lcs_train.console import deferred_interrupts
 from lcs_train.cost import level_cost
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
+from lcs_train.files import atomic_write_bytes
 from lcs_train.restore import checkpoint_method, load_subspace
-from lcs_train.subspace import at_alpha, check_alpha
+from lcs_train.subspace import at_alpha, check_model_alpha
 from lcs_train.train import accuracy
 
 
@@ -45,10 +48,10 @@ def parse_alphas(text: str) -> list[float]:
 def evaluate_subspace(
     model: nn.Module, checkpoint: Checkpoint, alphas: list[float], data_dir: str | None = None
 ) -> list[LevelResult]:
-    """Held-out accuracy and cost of ``model`` at each alpha (validated against its range)."""
-    method = checkpoint_method(checkpoint)
+    """Held-out accuracy and cost of ``model`` at each alpha (validated against its range, and
+    for a fixed-alpha baseline against its one trained alpha)."""
     for alpha in alphas:
-        check_alpha(alpha, method)
+        check_model_alpha(model, alpha)
     data = checkpoint.metadata["data"]
     dataset = load_dataset(data["dataset"], data_dir or data.get("data_dir"))
     images, labels = dataset.held_out()
@@ -65,17 +68,25 @@ def evaluate_subspace(
     return results
 
 
-def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: str | None = None) -> tuple[list[LevelResult], Checkpoint]:
-    """Load ``path`` and evaluate it; a fixed-alpha baseline is evaluated at its own alpha."""
-    torch.manual_seed(0)
+def prepare_evaluation(path: str | Path, alphas: list[float] | None) -> tuple[nn.Module, Checkpoint, list[float]]:
+    """Load ``path`` and settle the alphas to evaluate, refusing bad ones, before any work:
+    ``alphas`` None is the method's default grid (a fixed-alpha baseline: its own alpha; it
+    refuses any other)."""
     model, checkpoint = load_subspace(path)
-    fixed = checkpoint.metadata["alpha"].get("fixed")
-    if fixed is not None:
+    fixed = checkpoint.metadata["alpha"]["fixed"]
+    if fixed is not None and alphas is None:
         alphas = [fixed]
     elif alphas is None:
         method = checkpoint_method(checkpoint)
         alphas = list(method.discrete_alphas() or [0.0, 0.25, 0.5, 0.75, 0.9])
         alphas = [a for a in alphas if a <= method.max_alpha + 1e-9]
+    return model, checkpoint, [check_model_alpha(model, alpha) for alpha in alphas]
+
+
+def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: str | None = None) -> tuple[list[LevelResult], Checkpoint]:
+    """Load ``path`` and evaluate it at ``alphas`` (see ``prepare_evaluation``)."""
+    model, checkpoint, alphas = prepare_evaluation(path, alphas)
+    torch.manual_seed(0)
     return evaluate_subspace(model, checkpoint, alphas, data_dir), checkpoint
 
 
@@ -87,15 +98,18 @@ def write_report(results: list[LevelResult], baselines: dict[str, list[LevelResu
         "baselines": {name: [asdict(r) for r in rows] for name, rows in baselines.items()},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=2))
+    atomic_write_bytes(path, json.dumps(report, indent=2).encode())
 
 
 def plot_accuracy(results: list[LevelResult], baselines: dict[str, list[LevelResult]], path: Path, title: str) -> None:
     """Accuracy against alpha, with fixed-alpha baselines as separate points."""
-    import matplotlib
+    # A Ctrl-C inside matplotlib's C-extension imports would surface as "ImportError:
+    # initialization failed"; it is held until the imports are done, then raised.
+    with deferred_interrupts():
+        import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.plot([r.alpha for r in results], [100 * r.accuracy for r in results], "o-", label="subspace")
@@ -107,6 +121,8 @@ def plot_accuracy(results: list[LevelResult], baselines: dict[str, list[LevelRes
     axis.grid(alpha=0.3)
     axis.legend()
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
     plt.close(figure)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, image.getvalue())

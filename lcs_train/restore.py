@@ -11,7 +11,7 @@ from lcs_train.checkpoint import Checkpoint, load_checkpoint, load_model_state
 from lcs_train.errors import LcsError
 from lcs_train.methods import CompressionMethod, method_from_metadata
 from lcs_train.shapes import shape_from_name
-from lcs_train.subspace import build_subspace, set_schedule
+from lcs_train.subspace import build_subspace, mark_fixed_alpha, set_schedule
 
 
 def model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
@@ -21,16 +21,22 @@ def model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
         shape = shape_from_name(metadata["shape"])
         model = metadata["model"]
         return build_subspace(model["name"], method, shape, **model["arguments"])
-    except (KeyError, TypeError) as error:
-        raise LcsError(f"checkpoint metadata is incomplete (missing {error})", "use a file written by lcs-train") from None
+    except (KeyError, TypeError, ValueError) as error:
+        # The metadata was validated on load; this guards callers that build from a dict.
+        raise LcsError(f"checkpoint metadata does not describe a network ({error})", "use a file written by lcs-train") from None
 
 
 def load_subspace(path: str | Path) -> tuple[nn.Module, Checkpoint]:
-    """Load a checkpoint into a ready-to-run subspace (eval mode, full compression)."""
+    """Load a checkpoint into a ready-to-run subspace (eval mode, full compression).
+
+    A ``--fixed-alpha`` baseline comes back at its one trained alpha and refuses any other
+    (``lcs_train.subspace.check_model_alpha``).
+    """
     checkpoint = load_checkpoint(path)
     model = model_from_metadata(checkpoint.metadata)
     load_model_state(model, checkpoint.model_state, str(path))
     set_schedule(model, 1.0, bool(checkpoint.metadata.get("activation_quantization", True)))
+    mark_fixed_alpha(model, checkpoint.metadata["alpha"]["fixed"])
     model.eval()
     return model, checkpoint
 

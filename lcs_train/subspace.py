@@ -54,14 +54,47 @@ def check_alpha(alpha: float, method: CompressionMethod) -> float:
     return alpha
 
 
+def fixed_alpha_of(model: nn.Module) -> float | None:
+    """The one alpha a ``--fixed-alpha`` baseline was trained at, or None for a subspace."""
+    return getattr(model, "lcs_fixed_alpha", None)
+
+
+def check_model_alpha(model: nn.Module, alpha: float) -> float:
+    """Validate a user-given alpha for ``model``: inside [0, 1] and the trained range, and, for
+    a ``--fixed-alpha`` baseline, equal to the one alpha it was trained at (any other level
+    of such a network was never trained, so its accuracy would be meaningless)."""
+    alpha = check_alpha(alpha, model_method(model))
+    fixed = fixed_alpha_of(model)
+    if fixed is not None and abs(alpha - fixed) > 1e-9:
+        raise LcsError(
+            f"alpha {alpha:g} was never trained: this is a fixed-alpha baseline, trained only at alpha {fixed:g}",
+            f"use alpha {fixed:g}, or train a subspace (without --fixed-alpha) for other levels",
+        )
+    return alpha
+
+
+def mark_fixed_alpha(model: nn.Module, alpha: float | None) -> None:
+    """Record that ``model`` is a baseline trained only at ``alpha`` (None: a subspace), and
+    put it at that alpha, so that a plain forward runs the level it was trained for."""
+    model.lcs_fixed_alpha = None if alpha is None else float(alpha)  # type: ignore[assignment]
+    if alpha is not None:
+        set_alpha(model, float(alpha))
+
+
 def set_alpha(model: nn.Module, alpha: float | Tensor) -> None:
     """Put every compressible layer of ``model`` at ``alpha``.
 
-    A float is validated against the trained range; a tensor (shape [1]) is passed through
-    unchanged so that it can be a graph input.
+    A float is validated (``check_model_alpha``: the trained range, and a fixed-alpha
+    baseline's one alpha); a tensor (shape [1]) is passed through unchanged so that it can
+    be a graph input, which a fixed-alpha baseline cannot have.
     """
     if not isinstance(alpha, Tensor):
-        alpha = check_alpha(alpha, model_method(model))
+        alpha = check_model_alpha(model, alpha)
+    elif fixed_alpha_of(model) is not None:
+        raise LcsError(
+            f"a fixed-alpha baseline (trained only at alpha {fixed_alpha_of(model):g}) cannot take alpha as an input",
+            "export it at its one level (--levels with that alpha), or train a subspace for a dynamic alpha",
+        )
     for layer in compressible_layers(model):
         layer.alpha = alpha
 

@@ -11,6 +11,7 @@ randomness comes from a generator seeded by (seed, epoch), so no RNG state needs
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from lcs_train.data import Dataset, load_dataset, random_shift
+from lcs_train.data import DATASETS, Dataset, load_dataset, random_shift
 from lcs_train.errors import LcsError
-from lcs_train.methods import CompressionMethod, method_from_name
+from lcs_train.methods import METHODS, CompressionMethod, method_from_name
+from lcs_train.models import MODELS
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
@@ -31,9 +33,11 @@ from lcs_train.subspace import (
     build_subspace,
     check_alpha,
     line_cosine_squared,
+    mark_fixed_alpha,
     set_alpha,
     set_schedule,
 )
+from lcs_train.shapes import SHAPES
 
 #: Settings that must match for ``--resume`` (the rest, like epochs, may be extended).
 RESUME_KEYS = (
@@ -87,6 +91,81 @@ class TrainConfig:
         return Point() if self.fixed_alpha is not None else shape_from_name(self.shape)
 
 
+#: Most CPU threads --threads accepts (more only thrashes; torch may crash on absurd counts).
+MAX_THREADS = 1024
+#: Seeds are combined with the epoch into a generator seed, which must stay in 64 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_number(config: TrainConfig, name: str, low: float, high: float, *, low_open: bool = False,
+                  high_open: bool = False, meaning: str = "") -> None:
+    """Refuse a non-finite value, or one outside [low, high] (ends open where asked)."""
+    value = getattr(config, name)
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise LcsError(f"{_option(name)} {value!r} is not a number", f"give a number{meaning}")
+    low_ok = value > low if low_open else value >= low
+    high_ok = value < high if high_open else value <= high
+    if math.isfinite(value) and low_ok and high_ok:
+        return
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if high == math.inf:
+        interval = f"{'greater than' if low_open else 'of at least'} {low:g}"
+    else:
+        interval = f"in {interval}"
+    raise LcsError(f"{_option(name)} {value:g} is not allowed", f"give a finite value {interval}{meaning}")
+
+
+def validate_config(config: TrainConfig) -> None:
+    """Refuse any setting that cannot train, before anything is loaded or written.
+
+    Every option of ``lcs-train`` is checked here (names, ranges, finiteness), so that a bad
+    one is one clear line naming the option, never a crash in the middle of a run.
+    """
+    for name, label, known in (
+        ("model", "model", MODELS), ("method", "compression method", METHODS),
+        ("shape", "subspace shape", SHAPES), ("dataset", "dataset", DATASETS),
+    ):
+        value = getattr(config, name)
+        if value not in known:
+            raise LcsError(f"unknown {label} {value!r}", f"use one of: {', '.join(sorted(known))}")
+    if config.dataset == "cifar10" and not config.data_dir:
+        raise LcsError("cifar10 needs a data directory", "pass --data-dir DIR (nothing is downloaded)")
+    if config.dataset != "cifar10" and config.data_dir is not None:
+        raise LcsError(f"--data-dir applies only to --dataset cifar10 ({config.dataset} ships with lcs)", "drop --data-dir")
+    for name in ("epochs", "batch_size"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LcsError(f"{_option(name)} {value!r} is not allowed", "give a whole number of at least 1")
+    for name, value in (("warmup_epochs", config.warmup_epochs), ("augment_shift", config.augment_shift)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise LcsError(f"{_option(name)} {value!r} is not allowed", "give a whole number of at least 0")
+    _check_number(config, "lr", 0, math.inf, low_open=True, meaning=" (e.g. 0.1)")
+    _check_number(config, "momentum", 0, 1, high_open=True, meaning=" (e.g. 0.9)")
+    _check_number(config, "weight_decay", 0, math.inf, meaning=" (e.g. 5e-4)")
+    _check_number(config, "compression_warmup", 0, 1, meaning=" (a fraction of the training steps)")
+    _check_number(config, "beta", 0, math.inf, meaning=" (e.g. 1.0)")
+    _check_number(config, "label_smoothing", 0, 1, high_open=True, meaning=" (e.g. 0.1)")
+    _check_number(config, "max_alpha", 0, 1, low_open=True)
+    _check_number(config, "fixed_alpha", 0, 1)
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
+        raise LcsError(f"--seed {config.seed!r} is not allowed", f"give a whole number in [0, {MAX_SEED}]")
+    if config.threads is not None and (
+        isinstance(config.threads, bool) or not isinstance(config.threads, int) or not 1 <= config.threads <= MAX_THREADS
+    ):
+        raise LcsError(f"--threads {config.threads!r} is not allowed",
+                       f"give a whole number in [1, {MAX_THREADS}] (this machine has {os.cpu_count()} CPUs), or leave it out")
+    resolve_device(config.device)
+    method = config.compression_method()
+    if config.fixed_alpha is not None:
+        check_alpha(config.fixed_alpha, method)
+
+
 @dataclass
 class EpochRecord:
     """One line of the training history."""
@@ -99,11 +178,19 @@ class EpochRecord:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' is CUDA when present, else CPU."""
+    """'auto' is CUDA when present, else CPU; 'cpu', 'cuda' and 'cuda:N' as asked, when present."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu":
+        return torch.device("cpu")
+    kind, _, index = name.partition(":")
+    if kind != "cuda" or (index and not index.isdigit()):
+        raise LcsError(f"unknown device {name!r}", "use auto, cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
         raise LcsError(f"device {name!r} asked for but CUDA is not available", "use --device cpu or auto")
+    if index and int(index) >= torch.cuda.device_count():
+        raise LcsError(f"device {name!r} does not exist (this machine has {torch.cuda.device_count()} CUDA devices)",
+                       f"use cuda:0 .. cuda:{torch.cuda.device_count() - 1}")
     return torch.device(name)
 
 
@@ -172,14 +259,14 @@ class Trainer:
     def __init__(self, config: TrainConfig, output: str | Path, resume: bool = False) -> None:
         self.config = config
         self.output = Path(output)
-        if config.fixed_alpha is not None:
-            check_alpha(config.fixed_alpha, config.compression_method())
+        validate_config(config)
         self.method = config.compression_method()
         self.shape = config.subspace_shape()
         self.device = resolve_device(config.device)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.dataset = load_dataset(config.dataset, config.data_dir)
+        self._check_dataset_fits()
         torch.manual_seed(config.seed)
         self.model = build_subspace(
             config.model, self.method, self.shape,
@@ -189,14 +276,31 @@ class Trainer:
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.momentum > 0,
         )
+        mark_fixed_alpha(self.model, config.fixed_alpha)
         self.history: list[EpochRecord] = []
         self.start_epoch = 0
+        #: epochs held by the checkpoint at ``output`` (what an interruption keeps)
+        self.saved_epoch = 0
         self.train_images = self.dataset.normalize(self.dataset.train_images)
         # Zero padding of normalised images must be the background value, not 0.
         self.background = float(self.dataset.normalize(torch.zeros(1, *self.dataset.input_shape)).flatten()[0])
         self.test_images, self.test_labels = self.dataset.held_out()
         if resume:
             self._resume()
+
+    def _check_dataset_fits(self) -> None:
+        """Settings that depend on the data: the shift must leave part of an image, and both
+        splits must hold images (an empty held-out split would report 0 % as a result)."""
+        _, height, width = self.dataset.input_shape
+        if self.config.augment_shift >= min(height, width):
+            raise LcsError(
+                f"--augment-shift {self.config.augment_shift} would shift {self.dataset.name}'s "
+                f"{height}x{width} images out of the frame",
+                f"give at most {min(height, width) - 1}",
+            )
+        for split, labels in (("training", self.dataset.train_labels), ("held-out", self.dataset.test_labels)):
+            if len(labels) == 0:
+                raise LcsError(f"the {split} split of {self.dataset.name} is empty", "check the data directory")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -213,12 +317,21 @@ class Trainer:
                 "resume with the same options, or train into a new --out file",
             )
         load_model_state(self.model, checkpoint.model_state, str(self.output))
-        momentum = {int(k.split(".")[1]): v for k, v in checkpoint.train_state.items() if k.startswith("momentum.")}
         parameters = list(self.model.parameters())
-        for index, buffer in momentum.items():
-            self.optimizer.state[parameters[index]]["momentum_buffer"] = buffer.to(self.device).clone()
+        for key, buffer in checkpoint.train_state.items():
+            # The metadata names the network; the training state must fit it too.
+            index = key.split(".")[1] if key.startswith("momentum.") and key.count(".") == 1 else ""
+            if not index.isdigit() or int(index) >= len(parameters):
+                raise LcsError(f"cannot resume {self.output}: unexpected training state {key}",
+                               "the file was edited; train into a new --out file")
+            parameter = parameters[int(index)]
+            if buffer.shape != parameter.shape or buffer.dtype != parameter.dtype:
+                raise LcsError(f"cannot resume {self.output}: training state {key} does not fit the network",
+                               "the file was edited; train into a new --out file")
+            self.optimizer.state[parameter]["momentum_buffer"] = buffer.to(self.device).clone()
         self.history = [EpochRecord(**record) for record in checkpoint.metadata.get("history", [])]
         self.start_epoch = int(checkpoint.metadata.get("epoch", 0))
+        self.saved_epoch = self.start_epoch
 
     def _train_state(self) -> dict[str, Tensor]:
         state = {}
@@ -234,7 +347,9 @@ class Trainer:
         metadata["epoch"] = epoch
         metadata["complete"] = epoch >= self.config.epochs
         metadata["history"] = [asdict(record) for record in self.history]
-        return save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+        path = save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+        self.saved_epoch = epoch
+        return path
 
     def step_alphas(self, generator: torch.Generator) -> list[float]:
         """Alphas to train at in one step."""
@@ -268,6 +383,13 @@ class Trainer:
                 loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
                 loss.backward()
                 loss_value += float(loss.detach())
+            if not math.isfinite(loss_value):
+                # Stepping on would fill the weights with NaN; the last checkpoint is still good.
+                raise LcsError(
+                    f"training diverged: the loss became {loss_value} in epoch {epoch + 1}, step {index + 1} "
+                    "(nothing of this epoch was saved)",
+                    f"lower --lr (now {config.lr:g}) or raise --warmup-epochs",
+                )
             if self.shape.ends == 2 and config.beta > 0:
                 (config.beta * line_cosine_squared(model)).backward()
             self.optimizer.step()

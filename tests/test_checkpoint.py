@@ -11,7 +11,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-import lcs_train.checkpoint as checkpoint_module
+import lcs_train.files as files_module
 from lcs_train import at_alpha, load_subspace
 from lcs_train.checkpoint import load_checkpoint, save_checkpoint
 from lcs_train.errors import LcsError
@@ -85,11 +85,11 @@ def test_interrupted_save_keeps_the_previous_checkpoint(checkpoint_copy: Path, m
     before = checkpoint_copy.read_bytes()
     loaded = load_checkpoint(checkpoint_copy)
 
-    def dies_half_way(tensors: dict, filename: str, metadata: dict) -> None:
-        Path(filename).write_bytes(b"partial")
-        raise KeyboardInterrupt
+    def dies_half_way(step: str) -> None:
+        if step == "written":
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint_module, "save_file", dies_half_way)
+    monkeypatch.setattr(files_module, "pause_point", dies_half_way)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(checkpoint_copy, loaded.metadata, loaded.model_state)
     assert checkpoint_copy.read_bytes() == before

@@ -52,7 +52,7 @@ def test_train_then_eval_with_a_baseline(tmp_path: Path) -> None:
         (["--method", "lowrank"], "unknown compression method 'lowrank'"),
         (["--shape", "plane"], "unknown subspace shape 'plane'"),
         (["--dataset", "cifar10", "--data-dir", "/no/such/dir"], "/no/such/dir does not exist"),
-        (["--fixed-alpha", "1.5"], "alpha 1.5 is outside [0, 1]"),
+        (["--fixed-alpha", "1.5"], "--fixed-alpha 1.5 is not allowed"),
         (["--method", "structured", "--fixed-alpha", "0.9"], "outside the trained range [0, 0.75]"),
     ],
 )
