@@ -511,10 +511,17 @@ def _commit(staging: Path, output: Path, force: bool) -> None:
     check_destination(output, force)  # it may have changed while we exported (not through lcs)
     atomic.normalise_modes(staging)
     atomic.fsync_tree(staging)
-    with atomic.sigint_deferred():
-        retired = atomic.swap_into_place(staging, output)
-        atomic.fsync_directory(output.parent)
-    atomic.pause_point("swapped")
+    retired = None
+    try:
+        with atomic.sigint_deferred():
+            retired = atomic.swap_into_place(staging, output)
+            atomic.fsync_directory(output.parent)
+        atomic.pause_point("swapped")
+    except KeyboardInterrupt:
+        # The new bundle is in place: say so, rather than "nothing written".
+        if retired is not None:
+            atomic.remove_tree(retired)
+        raise atomic.InterruptedAfterCommit from None
     if retired is not None:
         atomic.remove_tree(retired)
 
