@@ -25,13 +25,14 @@ the predict graph's constants; the runtime then sees ordinary constant weights, 
 them and applies its layout optimisations, so the per-call cost is the static level's. For
 ONNX (``targets.onnx``) the binding is a byte copy of each output into the predict file at
 recorded offsets before opening a session from the bytes, which works in every ONNX Runtime
-flavour; ``SessionOptions.add_initializer`` is correct only up to ORT_ENABLE_EXTENDED (at
-ORT_ENABLE_ALL the NCHWc layout transform keeps the file's own conv weights). Structured
+flavour; ``SessionOptions.add_initializer`` is correct only with ORT_DISABLE_ALL (from
+ORT_ENABLE_BASIC up, constant folding bakes the file's own values into folded nodes). Structured
 levels keep their full width in this form (the masks are folded into zero rows and zero
 scale/shift); a physically narrower network needs the static level files.
 
 In every form alpha is a float32 tensor of shape [1], clamped to the trained range
-[0, max_alpha] inside the graph, so out-of-range values run the nearest end (quantized
+[0, max_alpha] inside the graph, so out-of-range values run the nearest end and NaN runs
+alpha 0 (quantized
 alphas between whole bit widths round to the nearest bit width, as in training).
 """
 
@@ -56,8 +57,16 @@ OUTPUT_NAME = "logits"
 
 
 def clamp_alpha(alpha: Tensor, method: CompressionMethod) -> Tensor:
-    """alpha as float32 [1], clamped to the trained range [0, max_alpha] (in the graph)."""
-    return torch.clamp(alpha.reshape(1).to(torch.float32), 0.0, float(method.max_alpha))
+    """alpha as float32 [1], clamped to the trained range [0, max_alpha] (in the graph).
+
+    A NaN alpha becomes 0, the most accurate end: clamp passes NaN through, and a NaN that
+    reaches a table lookup or a top-k index makes the runtime fail (ONNX Gather) or compute
+    garbage. ``alpha == alpha`` is false only for NaN; Equal and Where convert to every
+    target (ONNX, Core ML, TorchScript), where an isnan op does not.
+    """
+    alpha = alpha.reshape(1).to(torch.float32)
+    alpha = torch.where(alpha == alpha, alpha, torch.zeros_like(alpha))
+    return torch.clamp(alpha, 0.0, float(method.max_alpha))
 
 
 def _explicit_copy(model: nn.Module) -> nn.Module:

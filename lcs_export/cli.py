@@ -6,22 +6,29 @@ come from its class attribute ``cli_options`` (a list of ``TargetOption`` or dic
 same fields); ``KNOWN_TARGET_OPTIONS`` covers the built-in targets that do not declare them,
 and ``--option KEY=VALUE`` passes anything else into the target's options dict.
 
-Exit codes: 0 success, 1 a check failed (parity, sha256), 2 a user error.
+Exit codes: 0 success, 1 a check failed (parity, sha256), 2 a user error (one line on
+stderr naming the input and the fix, also for a bad option and for a file-system error such
+as a read-only output), 130 interrupted (Ctrl-C; one line saying what was left at the output).
 """
 
 from __future__ import annotations
 
 import inspect
 import json
+import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from lcs_export.atomic import InterruptedAfterCommit
 from lcs_export.console import (
-    CHECK_FAILED, artifacts_table, error_console, failure_lines, integrity_table, make_progress, output_console,
-    parity_table, print_json,
+    CHECK_FAILED, INTERRUPTED, artifacts_table, error_console, integrity_summary, integrity_table, make_progress,
+    output_console, parity_table, print_error, print_interrupted, print_json,
 )
 from lcs_export.export import DEFAULT_SAMPLE_INPUTS, ExportRequest, export_bundle
 from lcs_export.inspect_bundle import inspect_bundle, levels_table, render_inspection
@@ -59,26 +66,58 @@ def target_options(target_class: type) -> list[TargetOption]:
     return [item if isinstance(item, TargetOption) else TargetOption(**item) for item in declared]
 
 
-def parse_option_pairs(pairs: list[str]) -> dict[str, Any]:
-    """``["opset=18", "note=x"]`` -> ``{"opset": 18, "note": "x"}`` (values read as JSON when they parse)."""
+def parse_option_pairs(pairs: list[str], declared: list[TargetOption] | None = None) -> dict[str, Any]:
+    """``["opset=18", "note=x"]`` -> ``{"opset": 18, "note": "x"}`` (values read as JSON when they parse).
+
+    A key the target declares as an option must hold a value of the declared type
+    (``--option opset=abc`` is refused like ``--opset abc``).
+    """
+    types = {option.name: option.type for option in declared or []}
     options = {}
     for pair in pairs:
         key, separator, text = pair.partition("=")
-        if not separator or not key.strip():
+        key = key.strip()
+        if not separator or not key:
             raise LcsError(f"--option {pair!r} is not KEY=VALUE", "write it as --option opset=18")
         try:
-            options[key.strip()] = json.loads(text)
+            value = json.loads(text, parse_constant=_refuse_constant)
         except ValueError:
-            options[key.strip()] = text
+            value = text
+        if key in types:
+            value = _typed(value, types[key], f"--option {key}={text}")
+        options[key] = value
     return options
 
 
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(text)
+
+
+def _typed(value: Any, kind: type, given: str) -> Any:
+    """``value`` as ``kind`` (bool, int, float or str); a user error when it is not one."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise LcsError(f"{given} is not true or false", "write true or false")
+    if kind in (int, float):
+        number_ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is int:
+            number_ok = number_ok and float(value).is_integer()
+        if not number_ok or not math.isfinite(value):
+            raise LcsError(f"{given} is not {'a whole number' if kind is int else 'a finite number'}",
+                           "give a number")
+        return kind(value)
+    return str(value)
+
+
 # Options every command that checks parity shares.
+# Defaults that are not values are given as show_default text: "[default: ...]" inside a help
+# string is read as rich markup by Typer and vanishes (it left "images ." behind).
 Data = Annotated[str | None, typer.Option(
-    "--data", help="held-out data for parity: a dataset name (mnist, digits, cifar10) or a data directory "
-                   "[default: the checkpoint's]")]
+    "--data", help="held-out data for parity: a dataset name (mnist, digits, cifar10) or a data directory",
+    show_default="the checkpoint's")]
 Samples = Annotated[int | None, typer.Option(
-    "--samples", help="check parity on the first N held-out images [default: all]", min=1)]
+    "--samples", help="check parity on the first N held-out images", min=1, show_default="all")]
 MinAgreement = Annotated[float, typer.Option(
     "--min-agreement", help="float levels: minimum top-1 agreement with PyTorch (fraction)")]
 MaxLogitDiff = Annotated[float, typer.Option(
@@ -106,7 +145,23 @@ def _tolerance_parameters() -> list[inspect.Parameter]:
     ]
 
 
+#: The numeric tolerance options: (flag, lowest, highest). Every one must be finite.
+_TOLERANCE_RANGES = {
+    "min_agreement": ("--min-agreement", 0.0, 1.0),
+    "max_logit_diff": ("--max-logit-diff", 0.0, math.inf),
+    "min_agreement_quantized": ("--min-agreement-quantized", 0.0, 1.0),
+    "max_accuracy_drop": ("--max-accuracy-drop", 0.0, 1.0),
+}
+
+
 def _tolerances(values: dict[str, Any]) -> Tolerances:
+    """The tolerance options, each refused unless finite and in its range (NaN compares false
+    with everything, so a NaN threshold would pass or fail every check silently)."""
+    for name, (flag, low, high) in _TOLERANCE_RANGES.items():
+        value = values[name]
+        if not math.isfinite(value) or not low <= value <= high:
+            bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"a finite number >= {low:g}"
+            raise LcsError(f"{flag} {value:g} is out of range", f"give {flag} {bound}")
     return Tolerances(values["min_agreement"], values["max_logit_diff"],
                       values["min_agreement_quantized"], values["max_accuracy_drop"])
 
@@ -152,17 +207,54 @@ def _make_export_command(target_name: str, options: list[TargetOption]) -> Any:
     command.__annotations__ = {p.name: p.annotation for p in parameters}
     command.__name__ = target_name.replace("-", "_")
     command.__doc__ = (
-        f"Export a subspace checkpoint as a {target_name} bundle: fixed levels (--levels) and/or the "
+        f"Export a subspace checkpoint as {bundle_noun(target_name)}: fixed levels (--levels) and/or the "
         "alpha-input graph (--dynamic-alpha), then check parity with PyTorch."
     )
     return command
 
 
+#: How help texts name the built-in targets.
+DISPLAY_NAMES = {"onnx": "ONNX", "coreml": "Core ML", "torchscript-lite": "TorchScript Lite"}
+
+
+def bundle_noun(target_name: str) -> str:
+    """'an ONNX bundle', 'a Core ML bundle': the target's display name with its article."""
+    name = DISPLAY_NAMES.get(target_name, target_name)
+    # Spoken letter names: "an ONNX", "an MLX", but "a TorchScript", "a Core ML".
+    vowel_sound = name[0].lower() in "aeio" or (name.isupper() and name[0] in "FHLMNRSX")
+    return f"{'an' if vowel_sound else 'a'} {name} bundle"
+
+
+@contextmanager
+def _command_errors(debug: bool, output: Path | None = None) -> Iterator[None]:
+    """What every lcs-export command reports the same way, inside ``reported_user_errors``:
+
+    - a file-system error (read-only, no space, permission) is the user's to fix: one line,
+      exit 2, never a traceback;
+    - Ctrl-C: one line saying what is at the output (``output``), exit 130.
+    """
+    with user_errors(debug):
+        try:
+            yield
+        except InterruptedAfterCommit:
+            print_interrupted(f"the new bundle at {output} is complete")
+            raise SystemExit(INTERRUPTED) from None
+        except KeyboardInterrupt:
+            print_interrupted(f"nothing written at {output}" if output is not None else "")
+            raise SystemExit(INTERRUPTED) from None
+        except OSError as error:
+            if debug:
+                raise
+            place = f" ({error.filename})" if error.filename else ""
+            raise LcsError(f"file-system error: {error.strerror or type(error).__name__}{place}",
+                           "check that the path exists, is writable and its disk has space") from None
+
+
 def run_export(target_name: str, options: list[TargetOption], values: dict[str, Any]) -> None:
     """Body of every ``lcs-export <target>`` command."""
     console = output_console(values["json_output"])
-    with user_errors(values["debug"]):
-        target_values = parse_option_pairs(values["option"] or [])
+    with _command_errors(values["debug"], values["out"]):
+        target_values = parse_option_pairs(values["option"] or [], options)
         for option in options:
             value = values[f"target_{option.name}"]
             if value is not None and not (option.type is bool and value is False):
@@ -176,30 +268,40 @@ def run_export(target_name: str, options: list[TargetOption], values: dict[str, 
         with make_progress(error_console) as progress:
             result = export_bundle(request, progress)
     manifest = result.manifest
-    if manifest["levels"]:
-        console.print(levels_table(manifest))
-    console.print(artifacts_table(manifest))
-    console.print(f"wrote {result.directory}/manifest.json", highlight=False)
-    if values["json_output"]:
-        print_json(manifest)
+    if result.installed:
+        if manifest["levels"]:
+            console.print(levels_table(manifest))
+        console.print(artifacts_table(manifest))
+        console.print(f"wrote {result.directory}/manifest.json", highlight=False)
+        if values["json_output"]:
+            print_json(manifest)
     if result.validation is not None:
-        _finish_validation(result.validation, console)
+        note = "" if result.installed else f"; nothing written at {result.directory} (run with --no-validate to keep it)"
+        _finish_validation(result.validation, console, note)
 
 
-def _finish_validation(result: ValidationResult, console: Any) -> None:
-    """Print the parity (or integrity) outcome and exit 1 on any failure."""
+def _finish_validation(result: ValidationResult, console: Any, note: str = "") -> None:
+    """Print the parity (or integrity) outcome, then exactly one error line and exit 1 on any
+    failure (``note`` is added to that line)."""
     if not result.integrity_ok:
         console.print(integrity_table(result.integrity))
-        for line in failure_lines(result.integrity):
-            error_console.print(f"[bold red]error:[/bold red] {line}", highlight=False, soft_wrap=True)
+        print_error(integrity_summary(result.integrity) + note, "integrity check failed")
         raise typer.Exit(CHECK_FAILED)
     console.print(parity_table(result.reports))
     failed = sum(not r.passed for r in result.reports)
+    unrecorded = ""
+    if result.record_error is not None:
+        unrecorded = (f"; results not recorded in the bundle ({result.record_error}), "
+                      f"written to {result.results_path} instead")
     if failed:
-        error_console.print(
-            f"[bold red]parity failed:[/bold red] {failed} of {len(result.reports)} checks "
-            "(details in parity.json)", highlight=False)
+        print_error(f"{failed} of {len(result.reports)} checks (details in parity.json){note}{unrecorded}",
+                    "parity failed")
         raise typer.Exit(CHECK_FAILED)
+    if result.record_error is not None:
+        print_error(f"parity passed ({len(result.reports)} checks) but the results could not be recorded in the "
+                    f"bundle: {result.record_error}; they were written to {result.results_path}. "
+                    "Fix: validate a writable copy to record them in it", "error")
+        raise SystemExit(2)
     console.print(f"[green]parity passed[/green]: {len(result.reports)} checks", highlight=False)
 
 
@@ -207,7 +309,8 @@ def validate_command(
     directory: Annotated[Path, typer.Argument(help="bundle directory written by lcs-export")],
     data: Data = None,
     checkpoint: Annotated[Path | None, typer.Option(
-        "--checkpoint", help="source checkpoint, if it moved since export [default: the path in the manifest]")] = None,
+        "--checkpoint", help="source checkpoint, if it moved since export",
+        show_default="the path in the manifest")] = None,
     samples: Samples = None,
     min_agreement: MinAgreement = _DEFAULTS.float_agreement,
     max_logit_diff: MaxLogitDiff = _DEFAULTS.float_max_logit_diff,
@@ -219,8 +322,10 @@ def validate_command(
     """Check every sha256, then every artifact against PyTorch on held-out data; results go
     into the manifest and parity.json. Exit 1 when any check fails."""
     console = output_console(json_output)
-    tolerances = Tolerances(min_agreement, max_logit_diff, min_agreement_quantized, max_accuracy_drop)
-    with user_errors(debug):
+    with _command_errors(debug):
+        tolerances = _tolerances({"min_agreement": min_agreement, "max_logit_diff": max_logit_diff,
+                                  "min_agreement_quantized": min_agreement_quantized,
+                                  "max_accuracy_drop": max_accuracy_drop})
         with make_progress(error_console) as progress:
             result = validate_bundle(directory, data=data, checkpoint=checkpoint, samples=samples,
                                      tolerances=tolerances, progress=progress)
@@ -240,14 +345,13 @@ def inspect_command(
 ) -> None:
     """Show a bundle's manifest as tables and check every sha256 (exit 1 on a mismatch)."""
     console = output_console(json_output)
-    with user_errors(debug):
+    with _command_errors(debug):
         inspection = inspect_bundle(directory)
     render_inspection(inspection, console)
     if json_output:
         print_json(inspection.to_dict())
     if not inspection.ok:
-        for line in failure_lines(inspection.integrity):
-            error_console.print(f"[bold red]error:[/bold red] {line}", highlight=False, soft_wrap=True)
+        print_error(integrity_summary(inspection.integrity), "integrity check failed")
         raise typer.Exit(CHECK_FAILED)
 
 
@@ -315,9 +419,27 @@ def build_app() -> typer.Typer:
     return app
 
 
-def main() -> None:
-    """Entry point of the ``lcs-export`` script."""
-    build_app()()
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``lcs-export`` script.
+
+    Typer's own report of a bad command line is a framed panel of several lines; here it
+    is one red line with the fix, like every other user error (exit 2).
+    """
+    app = build_app()
+    try:
+        code = app(args=argv, prog_name="lcs-export", standalone_mode=False)
+    except typer.Abort:
+        print_interrupted("")
+        raise SystemExit(INTERRUPTED) from None
+    except typer.TyperException as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # Typer has printed the help already
+            raise SystemExit(getattr(error, "exit_code", 2)) from None
+        message = error.format_message() if hasattr(error, "format_message") else str(error)
+        context = getattr(error, "ctx", None)
+        command = context.command_path if context is not None else "lcs-export"
+        print_error(f"{' '.join(message.split()).rstrip('.')}. [dim]Fix: see {command} --help[/dim]", "error")
+        raise SystemExit(getattr(error, "exit_code", 2)) from None
+    raise SystemExit(code or 0)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,25 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from lcs_export.bundle import IntegrityResult
+from lcs_export.manifest import ALPHA_INPUT_KINDS
 from lcs_export.parity import ParityReport
 from lcs_train.console import error_console  # noqa: F401 (one stderr console for both CLIs)
 
 #: Exit code of a failed check (parity, integrity); user errors exit 2 (lcs_train.console).
 CHECK_FAILED = 1
+#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
+INTERRUPTED = 130
 
+
+def print_interrupted(what: str) -> None:
+    """The one line after Ctrl-C: ``interrupted; <what is at the output>``."""
+    error_console.print(f"[bold red]interrupted[/bold red]{'; ' + what if what else ''}", highlight=False,
+                        soft_wrap=True)
+
+
+def print_error(message: str, label: str = "error") -> None:
+    """One red line on stderr: ``label: message`` (never wrapped, so it stays one line)."""
+    error_console.print(f"[bold red]{label}:[/bold red] {message}", highlight=False, soft_wrap=True)
 
 
 def output_console(json_output: bool) -> Console:
@@ -115,17 +128,16 @@ def artifacts_table(manifest: dict[str, Any]) -> Table:
         table.add_column(column, justify="right" if column in ("size", "gzip") else "left")
     for entry in manifest["artifacts"]:
         alphas = ", ".join(f"{a:g}" for a in entry["alphas"])
-        if entry["kind"] in ("alpha_input", "alpha_weights"):
+        if entry["kind"] in ALPHA_INPUT_KINDS:
             alphas = f"any in [{manifest['alpha_input']['min']:g}, {manifest['alpha_input']['max']:g}]"
         table.add_row(entry["path"], entry["kind"], alphas, human_bytes(entry["bytes"]),
                       human_bytes(entry["gzip_bytes"]), entry["sha256"][:16])
     return table
 
 
-def failure_lines(integrity: list[IntegrityResult]) -> list[str]:
-    """One sentence per integrity failure, naming the file."""
-    return [
-        f"{item.path}: {item.problem} (manifest {item.expected_sha256[:16]}..., file "
-        f"{(item.actual_sha256 or 'missing')[:16]}...)"
-        for item in integrity if not item.ok
-    ]
+def integrity_summary(integrity: list[IntegrityResult]) -> str:
+    """Every integrity failure in one sentence naming the files (the table has the digests)."""
+    failures = [item for item in integrity if not item.ok]
+    listed = "; ".join(f"{item.path}: {item.problem}" for item in failures[:5])
+    more = f"; and {len(failures) - 5} more" if len(failures) > 5 else ""
+    return f"{len(failures)} of {len(integrity)} files do not match the manifest: {listed}{more}"

@@ -1,12 +1,17 @@
 """Export orchestration: checkpoint -> levels -> target artifacts -> manifest -> validation.
 
-Every step before the rename works in a staging directory (``bundle.staged_bundle``), so a
-failure anywhere leaves the output path as it was. Validation runs on the finished bundle,
-through the same code as ``lcs-export validate``, and records its results in it.
+The output is checked and locked before any work starts (a file in the way, a read-only
+file system, a bundle another process holds: one clear error). Every step works in a
+staging directory next to the output (``bundle.staged_bundle``); validation runs there,
+through the same code as ``lcs-export validate``, and records its results in the staged
+manifest. Only a bundle that passed (or was not asked to be validated) is swapped into place,
+atomically: a parity failure, an error or a Ctrl-C at any step leaves the output exactly as
+it was, and a SIGKILL leaves only a staging directory that the next export removes.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcs_export.bundle import staged_bundle
+from lcs_export.atomic import pause_point
+from lcs_export.bundle import PARITY_NAME, staged_bundle
 from lcs_export.levels import parse_levels
 from lcs_export.manifest import (
     BUNDLE_FORMAT, MANIFEST_VERSION, alpha_input_section, artifact_entry, created_by, input_section,
@@ -54,6 +60,15 @@ class ExportResult:
     directory: Path
     manifest: dict[str, Any]
     validation: ValidationResult | None = None
+    installed: bool = True  # False: parity failed and the output was left as it was
+
+
+class _ParityFailed(Exception):
+    """Raised inside the staging block so that a bundle that failed parity is discarded."""
+
+    def __init__(self, validation: ValidationResult) -> None:
+        super().__init__("parity failed")
+        self.validation = validation
 
 
 def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], progress: Any = None) -> list[Any]:
@@ -79,12 +94,42 @@ def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], 
 
 
 def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
-    """Run one export end to end; raises ``LcsError`` for anything the user can fix."""
+    """Run one export end to end; raises ``LcsError`` for anything the user can fix.
+
+    A bundle whose parity check fails is not installed: the result then has
+    ``installed=False`` and carries the failed validation, and the output is unchanged.
+    """
     from targets import get_target
 
     if request.levels is None and not request.dynamic_alpha:
         raise LcsError("nothing to export", "pass --levels 0.0,0.5,0.9 and/or --dynamic-alpha")
     target = get_target(request.target)
+    options = target.check_options(dict(request.options))  # a bad option fails before any work
+    output = Path(request.output)
+    try:
+        with staged_bundle(output, request.force) as staging:
+            manifest, model = _write_bundle(request, target, options, staging, progress)
+            validation = None
+            if request.validate:
+                validation = validate_bundle(
+                    staging, data=request.data, samples=request.samples, tolerances=request.tolerances,
+                    model=model, progress=progress, lock=False,
+                )
+                manifest = validation.manifest
+                if not validation.passed:
+                    raise _ParityFailed(validation)
+            pause_point("validated")
+    except _ParityFailed as failed:
+        failed.validation.results_path = None  # it was inside the discarded staging directory
+        return ExportResult(output, failed.validation.manifest, failed.validation, installed=False)
+    if validation is not None:
+        validation.results_path = output / PARITY_NAME
+    return ExportResult(output, manifest, validation)
+
+
+def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], staging: Path,
+                  progress: Any) -> tuple[dict[str, Any], nn.Module]:
+    """Levels and artifacts into ``staging``, then its manifest (validation not yet run)."""
     model, checkpoint = load_subspace(request.checkpoint)
     method = checkpoint_method(checkpoint)
     metadata = checkpoint.metadata
@@ -92,28 +137,20 @@ def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
     input_shape = [int(d) for d in metadata["input"]["shape"]]
     held_out = load_held_out(metadata["data"], input_shape, request.data, request.samples)
     example = torch.from_numpy(held_out.images[:1].copy())
-
-    with staged_bundle(request.output, request.force) as staging:
-        levels = build_levels(model, alphas, input_shape, progress)
-        step = progress.add_task(f"exporting to {target.name}", total=None) if progress is not None else None
-        artifacts = _supported(target, "--levels", target.export_levels, levels, example, staging, request.options) \
-            if levels else []
-        if request.dynamic_alpha:
-            artifacts += _supported(target, "--dynamic-alpha", target.export_alpha_input, model, example, staging,
-                                    request.options)
-        if progress is not None:
-            progress.update(step, total=1, completed=1)
-        manifest = build_manifest(request, target, metadata, levels, artifacts, staging, model, held_out)
-        write_manifest(staging, manifest)
-
-    validation = None
-    if request.validate:
-        validation = validate_bundle(
-            request.output, data=request.data, samples=request.samples, tolerances=request.tolerances,
-            model=model, progress=progress,
-        )
-        manifest = validation.manifest
-    return ExportResult(Path(request.output), manifest, validation)
+    levels = build_levels(model, alphas, input_shape, progress)
+    step = progress.add_task(f"exporting to {target.name}", total=None) if progress is not None else None
+    artifacts = _supported(target, "--levels", target.export_levels, levels, example, staging, options) \
+        if levels else []
+    if request.dynamic_alpha:
+        artifacts += _supported(target, "--dynamic-alpha", target.export_alpha_input, model, example, staging,
+                                options)
+    if progress is not None:
+        progress.update(step, total=1, completed=1)
+    pause_point("artifacts")
+    manifest = build_manifest(request, target, metadata, levels, artifacts, staging, model, held_out)
+    write_manifest(staging, manifest)
+    pause_point("manifest")
+    return manifest, model
 
 
 def _supported(target: Any, flag: str, verb: Any, subject: Any, example: torch.Tensor, staging: Path,
@@ -135,11 +172,14 @@ def build_manifest(request: ExportRequest, target: Any, metadata: dict[str, Any]
         raise RuntimeError(f"target {target.name} wrote no artifacts")
     entries = [artifact_entry(staging, artifact) for artifact in artifacts]
     options = dict(request.options)
-    for entry in entries:
-        # What the target actually used (opset, minimum target, precision) wins over the request.
-        for key in ("opset", "minimum_target", "minimum_deployment_target", "compute_precision", "precision"):
-            if key in entry["details"]:
-                options[key] = entry["details"][key]
+    for key in ("opset", "minimum_target", "minimum_deployment_target", "compute_precision", "precision"):
+        # What the artifacts really hold (each one's details, read from its file where the
+        # format says: the ONNX opset) wins over the request. Artifacts that differ (a
+        # quantized bundle holds opset 18 and opset 21 files) are listed, never merged into one.
+        used = sorted({json.dumps(e["details"][key]) for e in entries if key in e["details"]})
+        if used:
+            values = [json.loads(text) for text in used]
+            options[key] = values[0] if len(values) == 1 else values
     count = min(request.sample_inputs, len(held_out.labels))
     images = held_out.images[:count]
     sample_alphas = [level.alpha for level in levels] or sorted({0.0, float(metadata["alpha"]["max"])})

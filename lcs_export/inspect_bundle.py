@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from lcs_export.atomic import BundleLock
 from lcs_export.bundle import IntegrityResult, check_integrity
 from lcs_export.console import artifacts_table, compression_text, count_text, human_bytes, integrity_table
 from lcs_export.manifest import read_manifest
@@ -35,9 +36,15 @@ class Inspection:
 
 
 def inspect_bundle(directory: Path) -> Inspection:
-    """Read (schema-checked) and verify a bundle; runs nothing."""
-    manifest = read_manifest(Path(directory))
-    return Inspection(Path(directory), manifest, check_integrity(Path(directory), manifest))
+    """Read (schema-checked) and verify a bundle; runs nothing, writes nothing.
+
+    Holds the bundle's lock shared, so an export replacing the bundle meanwhile waits (or is
+    refused) rather than swapping files under the check.
+    """
+    directory = Path(directory)
+    with BundleLock(directory, exclusive=False):
+        manifest = read_manifest(directory)
+        return Inspection(directory, manifest, check_integrity(directory, manifest))
 
 
 def overview_table(manifest: dict[str, Any]) -> Table:

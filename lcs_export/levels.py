@@ -24,7 +24,8 @@ def parse_alpha_list(text: str, option: str = "--levels") -> list[float]:
     alphas = []
     for part in parts:
         try:
-            alphas.append(float(part))
+            # + 0.0 turns -0.0 into 0.0: "-0" is alpha 0, and must not name files "-0.0000".
+            alphas.append(float(part) + 0.0)
         except ValueError:
             raise LcsError(
                 f"{option}: {part!r} is not a number", f"give comma-separated alphas, e.g. {option} 0.0,0.5,0.9"

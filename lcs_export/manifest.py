@@ -8,6 +8,7 @@ Python accepts is one the apps can rely on.
 from __future__ import annotations
 
 import json
+import math
 import platform
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -18,13 +19,25 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from lcs_export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, FileFacts, file_facts, write_json_atomic
+from lcs_export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, FileFacts, file_facts, read_bundle_file, write_json_atomic
 from lcs_train.errors import LcsError
 
-MANIFEST_VERSION = 1
+#: Version 2 gave the switch-once inference graph its own kind, ``alpha_predict`` (version 1
+#: listed it as ``alpha_input`` although it takes no alpha). Version 1 manifests are still
+#: read: ``read_manifest`` upgrades them in memory (see ``upgrade_manifest``).
+MANIFEST_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 #: What an app should accept between its logits and the recorded sample logits.
 SAMPLE_TOLERANCE = 1e-3
-ALPHA_INPUT_KINDS = ("alpha_input", "alpha_weights")
+#: Kinds whose artifact serves any alpha in the trained range (checked over a sweep of alphas).
+ALPHA_INPUT_KINDS = ("alpha_input", "alpha_weights", "alpha_predict")
+ARTIFACT_KINDS = ("level", "multifunction", *ALPHA_INPUT_KINDS)
+#: Deepest JSON nesting a manifest may have (lcs-export writes about 8).
+MAX_DEPTH = 64
+#: Largest integer magnitude accepted anywhere in a manifest (int64, what every app reads).
+MAX_INTEGER = 2**63 - 1
+#: dtypes a switch-once constant may have, and their byte sizes.
+CONSTANT_DTYPES = {"float32": 4, "float16": 2, "int64": 8, "int32": 4, "uint8": 1, "int8": 1}
 
 
 @lru_cache(maxsize=1)
@@ -34,37 +47,171 @@ def manifest_schema() -> dict[str, Any]:
     return json.loads(text)
 
 
+def _manifest_error(source: str, problem: str) -> LcsError:
+    return LcsError(f"{source} {problem}", "re-export the bundle with this version of lcs-export")
+
+
 def validate_manifest(manifest: dict[str, Any], source: str = MANIFEST_NAME) -> None:
+    """Raise ``LcsError`` naming the first schema violation (with its JSON path), or the first
+    inconsistency the schema cannot express (see ``check_consistency``)."""
+    check_schema(manifest, source)
+    check_consistency(manifest, source)
+
+
+def check_schema(manifest: dict[str, Any], source: str = MANIFEST_NAME) -> None:
     """Raise ``LcsError`` naming the first schema violation (with its JSON path)."""
+    check_values(manifest, source)
     validator = jsonschema.Draft202012Validator(manifest_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(manifest))
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        message = error.message if len(error.message) <= 200 else error.message[:200] + "..."
         raise LcsError(
-            f"{source} does not match the lcs bundle schema at {where}: {error.message}",
+            f"{source} does not match the lcs bundle schema at {where}: {message}",
             "re-export the bundle with this version of lcs-export",
         )
 
 
-def read_manifest(directory: Path) -> dict[str, Any]:
-    """Load and schema-check ``directory/manifest.json``."""
-    path = Path(directory) / MANIFEST_NAME
-    if not Path(directory).is_dir():
-        raise LcsError(f"bundle directory {directory} does not exist", "give the directory lcs-export wrote (its -o/--out)")
-    if not path.is_file():
-        raise LcsError(f"{directory} is not an lcs bundle (no {MANIFEST_NAME})", "give the directory lcs-export wrote")
+def check_values(value: Any, source: str, where: str = "", depth: int = 0) -> None:
+    """Refuse what JSON allows but no consumer can use: NaN and infinities, integers beyond
+    int64, and nesting deeper than ``MAX_DEPTH`` (each would crash some reader)."""
+    if depth > MAX_DEPTH:
+        raise _manifest_error(source, f"is nested deeper than {MAX_DEPTH} levels (at {where or 'top level'})")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_values(item, source, f"{where}/{key}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_values(item, source, f"{where}/{index}", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _manifest_error(source, f"holds {value} at {where or 'top level'}; only finite numbers are allowed")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INTEGER:
+        raise _manifest_error(source, f"holds an integer beyond int64 at {where or 'top level'}")
+
+
+def check_consistency(manifest: dict[str, Any], source: str = MANIFEST_NAME) -> None:
+    """What the schema cannot say: unique artifact paths, levels served by a level artifact of
+    the same file facts, the switch-once pair naming each other, and constant offsets that
+    lie inside the predict file without overlapping."""
+    artifacts = {}
+    for index, entry in enumerate(manifest["artifacts"]):
+        if entry["path"] in artifacts:
+            raise _manifest_error(source, f"lists {entry['path']!r} twice (artifacts/{index})")
+        artifacts[entry["path"]] = entry
+        if entry["kind"] == "level" and len(entry["alphas"]) != 1:
+            raise _manifest_error(source, f"gives level artifact {entry['path']!r} {len(entry['alphas'])} alphas, not 1")
+    for index, level in enumerate(manifest["levels"]):
+        serving = artifacts.get(level["path"])
+        if serving is None or serving["kind"] not in ("level", "multifunction"):
+            raise _manifest_error(source, f"has level {index} served by {level['path']!r}, which is not a level artifact")
+        if not any(abs(level["alpha"] - alpha) < 1e-9 for alpha in serving["alphas"]):
+            raise _manifest_error(source, f"has level alpha {level['alpha']:g}, which {level['path']!r} does not serve")
+        if (level["sha256"], level["bytes"]) != (serving["sha256"], serving["bytes"]):
+            raise _manifest_error(source, f"has level {index} whose sha256 or size differs from artifact {level['path']!r}")
+    for entry in manifest["artifacts"]:
+        if entry["kind"] == "alpha_weights":
+            _check_pair(entry, artifacts, "predict_path", "alpha_predict", source)
+        elif entry["kind"] == "alpha_predict":
+            _check_pair(entry, artifacts, "weights_path", "alpha_weights", source)
+            check_constant_offsets(entry["details"].get("constant_offsets"), entry["bytes"], f"{source}: {entry['path']}")
+
+
+def _check_pair(entry: dict[str, Any], artifacts: dict[str, Any], key: str, kind: str, source: str) -> None:
+    partner = artifacts.get(entry["details"].get(key))
+    if partner is None or partner["kind"] != kind:
+        raise _manifest_error(source, f"has {entry['kind']} artifact {entry['path']!r} whose details.{key} "
+                                      f"does not name an {kind} artifact of the bundle")
+
+
+def check_constant_offsets(offsets: Any, file_bytes: int, what: str) -> list[dict[str, Any]]:
+    """Validate a switch-once constant table against the predict file's size.
+
+    Each entry: ``name`` (str), ``offset`` and ``bytes`` (ints), ``dtype`` (see
+    ``CONSTANT_DTYPES``), ``shape`` (list of ints) with bytes = product(shape) * itemsize;
+    every range inside the file, no two ranges overlapping. Returns the table.
+    """
+    def bad(problem: str) -> LcsError:
+        return LcsError(f"{what}: constant_offsets {problem}", "re-export the bundle with this version of lcs-export")
+
+    if not isinstance(offsets, list) or not offsets:
+        raise bad("is missing or empty")
+    ranges, names = [], set()
+    for index, item in enumerate(offsets):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise bad(f"entry {index} has no name")
+        fields = [item.get(key) for key in ("offset", "bytes")]
+        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in fields):
+            raise bad(f"entry {item['name']!r} has no valid offset and byte count")
+        offset, size = fields
+        shape = item.get("shape")
+        if item.get("dtype") not in CONSTANT_DTYPES or not isinstance(shape, list) or any(
+                not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
+            raise bad(f"entry {item['name']!r} has no valid dtype and shape")
+        if math.prod(shape) * CONSTANT_DTYPES[item["dtype"]] != size:
+            raise bad(f"entry {item['name']!r} has {size} bytes, but its shape and dtype make "
+                      f"{math.prod(shape) * CONSTANT_DTYPES[item['dtype']]}")
+        if offset + size > file_bytes:
+            raise bad(f"entry {item['name']!r} ends at byte {offset + size}, past the file's {file_bytes}")
+        if item["name"] in names:
+            raise bad(f"names {item['name']!r} twice")
+        names.add(item["name"])
+        ranges.append((offset, offset + size, item["name"]))
+    ranges.sort()
+    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
+        if start < end:
+            raise bad(f"entries {first!r} and {second!r} overlap")
+    return offsets
+
+
+def upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 manifest as version 2: the switch-once predict graph gets kind ``alpha_predict``."""
+    if manifest.get("manifest_version") == 1:
+        for entry in manifest.get("artifacts", []):
+            if entry.get("kind") == "alpha_input" and entry.get("details", {}).get("mode") == "switch_once":
+                entry["kind"] = "alpha_predict"
+        manifest["manifest_version"] = MANIFEST_VERSION
+    return manifest
+
+
+def _refuse_constant(text: str) -> Any:
+    raise ValueError(f"{text} is not a JSON number lcs accepts")
+
+
+def parse_manifest(data: bytes, source: str) -> dict[str, Any]:
+    """JSON text to a manifest dict, refusing NaN / Infinity and overflowing numbers."""
     try:
-        manifest = json.loads(path.read_text())
-    except ValueError as error:
-        raise LcsError(f"{path} is not valid JSON ({error})", "re-export the bundle") from None
+        manifest = json.loads(data, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise _manifest_error(source, f"is nested deeper than {MAX_DEPTH} levels") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        raise LcsError(f"{source} is not valid JSON ({str(error)[:200]})", "re-export the bundle") from None
     if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise LcsError(f"{path} is not an lcs bundle manifest", "give the directory lcs-export wrote")
-    if manifest.get("manifest_version", 0) > MANIFEST_VERSION:
-        raise LcsError(
-            f"{path} has manifest version {manifest['manifest_version']}, newer than this lcs-export understands",
-            "upgrade lcs",
-        )
-    validate_manifest(manifest, str(path))
+        raise LcsError(f"{source} is not an lcs bundle manifest", "give the directory lcs-export wrote")
+    version = manifest.get("manifest_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise _manifest_error(source, f"has manifest_version {str(version)[:40]!r}, which is not a whole number")
+    if version > MANIFEST_VERSION:
+        raise LcsError(f"{source} has manifest version {version}, newer than this lcs-export understands",
+                       "upgrade lcs")
+    if version not in READABLE_VERSIONS:
+        raise _manifest_error(source, f"has manifest version {version}, which no lcs-export wrote")
+    check_values(manifest, source)
+    return manifest
+
+
+def read_manifest(directory: Path) -> dict[str, Any]:
+    """Load, check and (if older) upgrade ``directory/manifest.json``."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    try:
+        data = read_bundle_file(directory, MANIFEST_NAME)
+    except FileNotFoundError:
+        raise LcsError(f"{directory} is not an lcs bundle (no {MANIFEST_NAME})", "give the directory lcs-export wrote") \
+            from None
+    manifest = parse_manifest(data, str(path))
+    check_schema(manifest, str(path))
+    manifest = upgrade_manifest(manifest)
+    check_consistency(manifest, str(path))
     return manifest
 
 
@@ -131,7 +278,7 @@ def alpha_input_section(metadata: dict[str, Any]) -> dict[str, Any]:
         "min": alpha.get("min", 0.0), "max": alpha["max"], "clamped": True,
         "discrete": alpha.get("discrete"),
         "meaning": "0 is the most accurate end, larger is more compressed; values outside [min, max] "
-                   "are clamped in the graph" + ("; bits = round(high - (high - low) * alpha)" if alpha.get("discrete") else ""),
+                   "are clamped in the graph, and NaN runs as min" + ("; bits = round(high - (high - low) * alpha)" if alpha.get("discrete") else ""),
     }
 
 
@@ -145,7 +292,9 @@ def artifact_usage(kind: str, details: dict[str, Any]) -> str | None:
         "multifunction": "load the function named for the level you want (see details) and run it",
         "alpha_input": "feed alpha (float32 [1]) with every image; switching level is changing that input",
         "alpha_weights": "switch-once companion: run it once per level switch with alpha (float32 [1]) "
-                         "to compute the weights, then feed them to the inference graph with every image",
+                         "to compute the weights, then place them into the alpha_predict graph",
+        "alpha_predict": "switch-once inference graph: input image -> logits, with the constants the "
+                         "alpha_weights graph computed placed into it at each level switch",
     }
     return defaults.get(kind)
 

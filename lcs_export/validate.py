@@ -5,10 +5,20 @@ results would describe some other file). Then every artifact is loaded through i
 runtime and checked at every alpha it serves; alpha-input artifacts are swept over the
 levels, a few in-between alphas and one alpha above the trained range (which the graph must
 clamp). The results go into the manifest (rewritten atomically) and into ``parity.json``.
+
+Validation holds the bundle's lock (``lcs_export.atomic.BundleLock``) and runs every artifact
+from a verified private copy (``bundle.verified_copy``): the artifacts of the bundle are never
+opened by a runtime, so none can be modified (coremltools rewrites a package's
+``Manifest.json`` when it loads it). An artifact that fails to load or run is a failed check
+with the runtime's message, not a crash. When the bundle cannot be written (a read-only
+file system), the results are still returned and written to a temporary directory instead;
+``ValidationResult.record_error`` says why and ``results_path`` where.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +26,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from lcs_export.bundle import PARITY_NAME, IntegrityResult, check_integrity, file_facts, write_json_atomic
+from lcs_export.atomic import BundleLock
+from lcs_export.bundle import PARITY_NAME, IntegrityResult, sha256_if_size, verified_copy, write_json_atomic
 from lcs_export.manifest import ALPHA_INPUT_KINDS, now, read_manifest, write_manifest
 from lcs_export.parity import ParityReport, ReferenceCache, Tolerances, compare, parity_regime, run_batched
 from lcs_train.data import DATASETS, load_dataset
@@ -41,11 +52,13 @@ class HeldOut:
 
 @dataclass
 class ValidationResult:
-    """What validating a bundle found."""
+    """What validating a bundle found, and whether it could be recorded in the bundle."""
 
     integrity: list[IntegrityResult]
     reports: list[ParityReport] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
+    record_error: str | None = None  # why the results could not be written into the bundle
+    results_path: Path | None = None  # where parity.json went (the bundle's, or a temporary one)
 
     @property
     def integrity_ok(self) -> bool:
@@ -90,7 +103,11 @@ def load_held_out(data_facts: dict[str, Any], input_shape: list[Any], data: str 
 
 
 def resolve_checkpoint(manifest: dict[str, Any], checkpoint: Path | None) -> Path:
-    """The source checkpoint: given, or recorded; it must be the file the bundle came from."""
+    """The source checkpoint: given, or recorded; it must be the file the bundle came from.
+
+    Its size is compared before it is read, so a recorded path that names something else
+    (a device, a huge file) is refused without reading it.
+    """
     recorded = manifest["source"]["checkpoint"]
     path = Path(checkpoint) if checkpoint is not None else Path(recorded["path"])
     if not path.is_file():
@@ -98,9 +115,9 @@ def resolve_checkpoint(manifest: dict[str, Any], checkpoint: Path | None) -> Pat
             f"the source checkpoint {path} is gone; validation needs it for PyTorch's reference logits",
             "pass --checkpoint PATH pointing at the checkpoint this bundle was exported from",
         )
-    if file_facts(path).sha256 != recorded["sha256"]:
+    if sha256_if_size(path, recorded["bytes"]) != recorded["sha256"]:
         raise LcsError(
-            f"checkpoint {path} is not the one this bundle was exported from (its sha256 differs)",
+            f"checkpoint {path} is not the one this bundle was exported from (its size or sha256 differs)",
             "pass --checkpoint with the original checkpoint, or export the bundle again",
         )
     return path.resolve()
@@ -141,29 +158,40 @@ def validate_bundle(
     tolerances: Tolerances = Tolerances(),
     model: nn.Module | None = None,
     progress: Any = None,
+    lock: bool = True,
 ) -> ValidationResult:
     """Check integrity, run every artifact, and record the results in the bundle.
 
     ``model`` skips reloading the checkpoint (export passes the one it already holds);
-    ``progress`` is a ``rich.progress.Progress`` to report on, or None.
+    ``progress`` is a ``rich.progress.Progress`` to report on, or None; ``lock`` takes the
+    bundle's lock (export validates its own staging directory, which nobody else knows).
     """
+    directory = Path(directory)
+    with BundleLock(directory, exclusive=True) if lock else contextlib.nullcontext():
+        manifest = read_manifest(directory)
+        with verified_copy(directory, manifest) as (copy, integrity):
+            if not all(item.ok for item in integrity):
+                return ValidationResult(integrity, [], manifest)
+            source_path = resolve_checkpoint(manifest, checkpoint)
+            if model is None:
+                model, _ = load_subspace(source_path)
+            held_out = load_held_out(manifest["source"]["data"], manifest["input"]["shape"], data, samples)
+            reports, runtime = _run_checks(copy, manifest, model, held_out, tolerances, progress)
+        result = ValidationResult(integrity, reports, manifest)
+        record_results(directory, manifest, result, held_out, tolerances, runtime, source_path)
+    return result
+
+
+def _run_checks(copy: Path, manifest: dict[str, Any], model: nn.Module, held_out: HeldOut, tolerances: Tolerances,
+                progress: Any) -> tuple[list[ParityReport], str]:
+    """Every planned (artifact, alpha) check, run from the verified copy."""
     from targets import get_target
 
-    directory = Path(directory)
-    manifest = read_manifest(directory)
-    integrity = check_integrity(directory, manifest)
-    if not all(item.ok for item in integrity):
-        return ValidationResult(integrity, [], manifest)
-    source_path = resolve_checkpoint(manifest, checkpoint)
-    if model is None:
-        model, _ = load_subspace(source_path)
-    held_out = load_held_out(manifest["source"]["data"], manifest["input"]["shape"], data, samples)
     target = get_target(manifest["target"]["name"])
     runtime = target.describe_runtime()
     method = method_from_metadata(manifest["source"]["method"])
     references = ReferenceCache(model, held_out.images)
     compression_at = {round(level["alpha"], 9): level["compression"] for level in manifest["levels"]}
-
     plan = _plan(manifest)
     task = progress.add_task("validating", total=len(plan)) if progress is not None else None
     runners: dict[str, Any] = {}
@@ -171,21 +199,43 @@ def validate_bundle(
     for entry, alpha, reference_alpha in plan:
         if progress is not None:
             progress.update(task, description=f"validating {entry['path']} at alpha {alpha:g}")
-        if entry["path"] not in runners:
-            runners[entry["path"]] = target.load(directory, entry)
-        logits = run_batched(runners[entry["path"]].run, held_out.images, alpha)
         compression = compression_at.get(round(reference_alpha, 9)) or method.level(reference_alpha)
-        reports.append(compare(
-            logits, references(reference_alpha), held_out.labels, artifact=entry["path"], kind=entry["kind"],
-            alpha=alpha, reference_alpha=reference_alpha, regime=parity_regime(compression, entry["details"]),
-            tolerances=tolerances, runtime=runtime,
-        ))
+        regime = parity_regime(compression, entry["details"])
+        reference = references(reference_alpha)
+        try:
+            if entry["path"] not in runners:
+                runners[entry["path"]] = target.load(copy, entry)
+            logits = run_batched(runners[entry["path"]].run, held_out.images, alpha)
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except Exception as error:  # noqa: BLE001 (an artifact that cannot run fails its check)
+            logits = None
+            failure = f"could not run it: {_one_line(error)}"
+        if logits is None:
+            reports.append(failed_report(entry, alpha, reference_alpha, reference, held_out.labels, regime,
+                                         tolerances, runtime, failure))
+        else:
+            reports.append(compare(
+                logits, reference, held_out.labels, artifact=entry["path"], kind=entry["kind"], alpha=alpha,
+                reference_alpha=reference_alpha, regime=regime, tolerances=tolerances, runtime=runtime,
+            ))
         if progress is not None:
             progress.advance(task)
+    return reports, runtime
 
-    result = ValidationResult(integrity, reports, manifest)
-    record_results(directory, manifest, result, held_out, tolerances, runtime, source_path)
-    return result
+
+def _one_line(error: BaseException) -> str:
+    text = getattr(error, "message", None) or str(error) or type(error).__name__
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"{type(error).__name__}: {first[:300]}"
+
+
+def failed_report(entry: dict[str, Any], alpha: float, reference_alpha: float, reference: np.ndarray,
+                  labels: np.ndarray, regime: str, tolerances: Tolerances, runtime: str, failure: str) -> ParityReport:
+    """The report of an artifact that could not be loaded or run at ``alpha``."""
+    accuracy = float(np.mean(reference.argmax(1) == labels))
+    return ParityReport(entry["path"], entry["kind"], float(alpha), float(reference_alpha), int(len(labels)), 0.0,
+                        accuracy, 0.0, float("inf"), regime, tolerances.for_regime(regime), False, [failure], runtime)
 
 
 def record_results(directory: Path, manifest: dict[str, Any], result: ValidationResult, held_out: HeldOut,
@@ -210,10 +260,19 @@ def record_results(directory: Path, manifest: dict[str, Any], result: Validation
         "data": held_out.description, "tolerances": tolerances.to_dict(),
         "checks": len(result.reports), "failed": failed,
     }
-    write_manifest(directory, manifest)
-    write_json_atomic(directory / PARITY_NAME, {
+    parity = {
         "target": manifest["target"]["name"], **manifest["validation"],
         "integrity": [{"path": i.path, "ok": i.ok} for i in result.integrity],
         "reports": [r.to_dict() for r in result.reports],
-    })
+    }
     result.manifest = manifest
+    try:
+        write_manifest(directory, manifest)
+        result.results_path = write_json_atomic(directory / PARITY_NAME, parity)
+    except OSError as error:
+        # A read-only bundle: the results must not be lost with the write. They are
+        # returned (the CLI prints them) and kept in a temporary directory.
+        result.record_error = f"{error.strerror or type(error).__name__} ({directory})"
+        fallback = Path(tempfile.mkdtemp(prefix="lcs-validate-results-"))
+        write_json_atomic(fallback / "manifest.json", manifest)
+        result.results_path = write_json_atomic(fallback / PARITY_NAME, parity)

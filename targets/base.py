@@ -33,7 +33,7 @@ class Artifact:
     """One file (or .mlpackage directory) an export wrote, as the manifest will list it."""
 
     path: str  # relative to the bundle directory
-    kind: str  # "level", "alpha_input", "alpha_weights" (switch-once companion), "multifunction"
+    kind: str  # "level", "multifunction", "alpha_input", "alpha_weights" / "alpha_predict" (switch-once pair)
     alphas: list[float]  # the levels it serves (one for a level file, several for multifunction)
     details: dict[str, Any] = field(default_factory=dict)  # target facts: opset, function names, notes
 
@@ -68,6 +68,13 @@ class Target:
         """Write the graph(s) that take alpha as a float32 [1] input."""
         raise NotImplementedError
 
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Validate the target's options before any work; raise ``LcsError`` naming a bad one.
+
+        Returns the options to export with. The default accepts them as given.
+        """
+        return options
+
     def load(self, directory: Path, artifact: dict[str, Any]) -> Runner:
         """Open a manifest artifact entry of this target for running."""
         raise NotImplementedError
@@ -75,6 +82,37 @@ class Target:
     def describe_runtime(self) -> str:
         """Runtime name and version, recorded with parity results."""
         return self.runtime
+
+
+def artifact_path(directory: Path, relative: str) -> Path:
+    """A file named by a manifest entry, inside ``directory`` and reached through no link.
+
+    Every target joins manifest paths through this, never with ``/`` alone: a manifest is
+    untrusted input (``lcs_export.bundle`` explains the rules).
+    """
+    from lcs_export.bundle import resolve_inside
+
+    return resolve_inside(Path(directory), relative)
+
+
+def option_value(options: dict[str, Any], name: str, kind: type, flag: str, example: str) -> Any:
+    """``options[name]`` as ``kind`` (int, or a finite float), None when absent; a user error
+    naming ``flag`` and showing ``example`` when it is not such a number."""
+    import math
+
+    value = options.get(name)
+    if value is None:
+        return None
+    try:
+        if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        converted = kind(value)
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        what = "a whole number" if kind is int else "a finite number"
+        raise LcsError(f"{flag} {value!r} is not {what}", f"write it as {example}") from None
+    return converted
 
 
 TARGETS: dict[str, type[Target]] = {}

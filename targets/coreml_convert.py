@@ -26,17 +26,47 @@ OUTPUT_NAME = "logits"
 
 @contextlib.contextmanager
 def quiet_coremltools() -> Iterator[Any]:
-    """coremltools, with its untested-torch / Linux / progress-bar chatter silenced."""
+    """coremltools, with its untested-torch / Linux / progress-bar chatter silenced.
+
+    Its progress bars ("Running MIL ... pipeline", "Converting PyTorch Frontend ==> MIL
+    Ops") are tqdm bars that would interleave with lcs's own rich progress on stderr.
+    tqdm reads its ``TQDM_DISABLE`` variable once, when tqdm is imported, so an environment
+    variable set now would come too late; instead each coremltools module's own ``tqdm``
+    name is pointed at a disabled bar for the duration of the block.
+    """
     previous = logging.getLogger("coremltools").level
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import coremltools as ct
 
+        restore = _silence_tqdm()
         try:
             yield ct
         finally:
+            for module, name, original in restore:
+                setattr(module, name, original)
             logging.getLogger("coremltools").setLevel(previous)
+
+
+def _silence_tqdm() -> list[tuple[Any, str, Any]]:
+    """Replace ``tqdm`` in every loaded coremltools module by a disabled one; returns what to restore."""
+    import functools
+    import sys
+
+    from coremltools.converters.mil.frontend.torch import ops  # noqa: F401 (load the modules that use tqdm)
+    from coremltools.converters.mil.mil.passes import pass_pipeline  # noqa: F401
+    from tqdm import tqdm
+
+    restore = []
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("coremltools") or module is None:
+            continue
+        for name in ("tqdm", "_tqdm"):
+            if getattr(module, name, None) is tqdm:
+                restore.append((module, name, tqdm))
+                setattr(module, name, functools.partial(tqdm, disable=True))
+    return restore
 
 
 def convert_module(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lcs_train.errors import LcsError
+from targets.base import option_value
 
 #: Minimum deployment targets this exporter writes; ML programs start at iOS15, the
 #: compressed-weight ops (constexpr_*) at iOS16.
@@ -70,9 +71,10 @@ def parse_options(options: dict[str, Any] | None) -> CoreMLOptions:
     units = _one_of("compute units", str(options.get("compute_units", "CPU_ONLY")).upper(),
                     COMPUTE_UNITS, "--option compute_units=...")
     multifunction = _boolean(options.get("multifunction", False))
-    max_batch = int(options.get("max_batch", MAX_BATCH))
-    if max_batch < 1:
-        raise LcsError(f"max_batch must be at least 1, got {max_batch}", "pass --option max_batch=256")
+    max_batch = option_value(options, "max_batch", int, "--option max_batch", "--option max_batch=256")
+    max_batch = MAX_BATCH if max_batch is None else max_batch
+    if not 1 <= max_batch <= 1 << 20:
+        raise LcsError(f"max_batch must be between 1 and {1 << 20}, got {max_batch}", "pass --option max_batch=256")
     parsed = CoreMLOptions(target, precision, multifunction, units, max_batch)
     if multifunction:
         parsed.require_ios18("a multifunction package (one function per level)")

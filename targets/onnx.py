@@ -6,12 +6,13 @@ file). Quantized levels store their weights as integers: each float weight initi
 replaced by ``DequantizeLinear`` over a UINT8 initializer, or a UINT4 one (packed two per
 byte, opset 21) at 4 bits and below, with the per-tensor scale and zero point.
 
-Alpha-input artifacts (alpha is float32 [1], clamped to the trained range in the graph):
+Alpha-input artifacts (alpha is float32 [1], clamped to the trained range in the graph; a
+NaN alpha runs as alpha 0, the most accurate end, see ``lcs_export.alpha_input.clamp_alpha``):
 
 - ``alpha_input.onnx`` (kind ``alpha_input``, details ``mode: single_graph``): inputs
   ``input`` and ``alpha``, output ``logits``; recomputes the compressed weights every call.
 - ``alpha_weights.onnx`` (kind ``alpha_weights``) + ``alpha_predict.onnx`` (kind
-  ``alpha_input``, details ``mode: switch_once``): the switch-once pair. The weights graph maps
+  ``alpha_predict``; it takes no alpha): the switch-once pair. The weights graph maps
   ``alpha`` to every alpha-dependent constant (outputs named ``details["constants"]``); the
   predict graph maps ``input`` to ``logits`` with those constants as initializers of the same
   names, whose raw bytes sit at ``details["constant_offsets"][i]["offset"]`` in the file. Per
@@ -29,11 +30,19 @@ Alpha-input artifacts (alpha is float32 [1], clamped to the trained range in the
   steady-state calls cost what a static level costs; a switch costs one weights-graph run,
   a byte copy and one session creation.
 
-  ``SessionOptions.add_initializer(name, OrtValue)`` is the documented way to supply
-  initializers at session creation, and ORT pre-packs such shared initializers, but with
-  ``ORT_ENABLE_ALL`` (the Python default) the NCHWc layout transform reorders the file's own
-  conv weights first and the overrides are silently lost (measured on onnxruntime 1.32); it is
-  correct only at ``ORT_ENABLE_EXTENDED`` or below (``SwitchOnceRunner(mode="add_initializer")``).
+  ``SessionOptions.add_initializer(name, OrtValue)`` is NOT a way to swap these constants
+  unless graph optimisation is off entirely (``ORT_DISABLE_ALL``): from ``ORT_ENABLE_BASIC``
+  up, constant folding computes nodes from the file's own (alpha-0) initializer values at
+  session creation (the norm layers' scale and shift, for one), so the overrides are
+  silently ignored there and the logits are wrong (measured on onnxruntime 1.32 at BASIC,
+  EXTENDED and ALL; ``tests/test_targets_onnx_ptl.py`` shows it). Byte patching is the
+  supported path; ``SwitchOnceRunner(mode="add_initializer")`` exists for the benchmark
+  and uses ``ORT_DISABLE_ALL``, which gives up every optimisation.
+
+Every ``details["opset"]`` is the opset read back from the written file (the exporter may
+write a newer one than asked; UINT4 weights need 21), so a bundle can list several.
+Runners open a model from bytes read through Python, never from a path: a model from a
+bundle cannot name external data files, so it cannot make ONNX Runtime read outside it.
 """
 
 from __future__ import annotations
@@ -64,11 +73,15 @@ from lcs_export.alpha_input import (
 from lcs_export.materialize import QuantizedConv2d, QuantizedLinear, QuantizedWeight
 from lcs_train.errors import LcsError
 from lcs_train.subspace import model_method
-from targets.base import Artifact, Level, Target, register_target
+from targets.base import Artifact, Level, Target, artifact_path, option_value, register_target
 
 #: Opset of float graphs, and of graphs holding UINT4 initializers (DequantizeLinear-21).
 FLOAT_OPSET = 18
 INT4_OPSET = 21
+#: The opsets ``--opset`` accepts: the dynamo exporter writes 18 and newer (asked for less, it
+#: silently keeps 18); the newest is what the installed onnx package defines.
+MIN_OPSET = FLOAT_OPSET
+MAX_OPSET = onnx.defs.onnx_opset_version()
 #: Runner threads, as the benchmarks and the apps use them.
 INTRA_OP_THREADS = 2
 ALPHA_TOLERANCE = 1e-6
@@ -135,6 +148,14 @@ def save_inline(model: onnx.ModelProto, path: Path) -> None:
     strip_debug_info(model)
     onnx.checker.check_model(model)
     onnx.save_model(model, str(path), save_as_external_data=False)
+
+
+def file_opset(model: onnx.ModelProto) -> int:
+    """The default-domain opset a model file declares (what a runtime will see)."""
+    versions = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
+    if not versions:
+        raise RuntimeError("the exported model declares no ONNX opset")
+    return int(versions[0])
 
 
 def _float_view(level: nn.Module) -> tuple[nn.Module, dict[str, QuantizedWeight]]:
@@ -254,7 +275,7 @@ class LevelRunner:
     """One level file: runs only at its own alpha."""
 
     def __init__(self, path: Path, alpha: float) -> None:
-        self.session, self.alpha, self.path = _session(str(path)), alpha, path
+        self.session, self.alpha, self.path = _session(Path(path).read_bytes()), alpha, Path(path)
 
     def run(self, images: np.ndarray, alpha: float) -> np.ndarray:
         if abs(float(alpha) - self.alpha) > ALPHA_TOLERANCE:
@@ -269,7 +290,7 @@ class AlphaInputRunner:
     """The single alpha-input graph: alpha fed with every call."""
 
     def __init__(self, path: Path) -> None:
-        self.session = _session(str(path))
+        self.session = _session(Path(path).read_bytes())
 
     def run(self, images: np.ndarray, alpha: float) -> np.ndarray:
         feeds = {INPUT_NAME: np.ascontiguousarray(images, np.float32),
@@ -282,18 +303,24 @@ class SwitchOnceRunner:
 
     ``mode="patch"`` (default) writes the weights graph's outputs into a copy of the predict
     file's bytes at the recorded offsets and opens that with every optimisation;
-    ``mode="add_initializer"`` binds them with ``SessionOptions.add_initializer`` instead, which
-    is only correct up to ORT_ENABLE_EXTENDED: at ORT_ENABLE_ALL the NCHWc layout transform
-    reorders the file's own conv weights and the overrides are silently ignored (measured,
-    onnxruntime 1.32).
+    ``mode="add_initializer"`` binds them with ``SessionOptions.add_initializer`` instead,
+    which is only correct with ``ORT_DISABLE_ALL`` (constant folding at BASIC and above
+    bakes the file's own values in), so it runs unoptimised. The offsets are checked against
+    the predict file first: each must hold exactly that initializer's bytes.
     """
 
     def __init__(self, weights_path: Path, predict_path: Path, offsets: list[dict[str, Any]],
                  mode: str = "patch") -> None:
-        self.weights = _session(str(weights_path))
-        self.predict_bytes = predict_path.read_bytes()
+        if mode not in ("patch", "add_initializer"):
+            raise LcsError(f"unknown switch mode {mode!r}", "use mode 'patch' (or 'add_initializer')")
+        self.weights = _session(Path(weights_path).read_bytes())
+        self.predict_bytes = Path(predict_path).read_bytes()
         self.names = [output.name for output in self.weights.get_outputs()]
-        self.offsets = {entry["name"]: entry for entry in offsets}
+        self.offsets = {entry["name"]: entry for entry in check_offsets_in_file(self.predict_bytes, offsets)}
+        missing = [name for name in self.names if name not in self.offsets]
+        if missing:
+            raise LcsError(f"the weights graph computes {missing[0]!r}, which constant_offsets does not place",
+                           "use the weights and predict graphs of the same export")
         self.mode = mode
         self.alpha: float | None = None
         self.predict: ort.InferenceSession | None = None
@@ -306,7 +333,7 @@ class SwitchOnceRunner:
             # OrtValues borrow the numpy memory; both must outlive the session.
             values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays]
             options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             for name, value in zip(self.names, values):
                 options.add_initializer(name, value)
             self.predict = _session(self.predict_bytes, options)
@@ -322,13 +349,32 @@ class SwitchOnceRunner:
         return self.predict.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, np.float32)})[0]
 
 
+def check_offsets_in_file(model: bytes, offsets: Any) -> list[dict[str, Any]]:
+    """The constant table, checked: well formed, inside the file, not overlapping, and each
+    range holding exactly the raw bytes of the initializer it names."""
+    from lcs_export.manifest import check_constant_offsets
+
+    check_constant_offsets(offsets, len(model), "alpha_predict.onnx")
+    try:
+        initializers = {t.name: t for t in onnx.load_from_string(model).graph.initializer}
+    except Exception as error:  # noqa: BLE001 (any parse failure: not an ONNX model)
+        raise LcsError(f"the predict graph is not a readable ONNX model ({type(error).__name__})",
+                       "re-export the bundle") from None
+    for entry in offsets:
+        tensor = initializers.get(entry["name"])
+        if tensor is None or tensor.raw_data != model[entry["offset"]:entry["offset"] + entry["bytes"]]:
+            raise LcsError(f"constant_offsets places {entry['name']!r} at byte {entry['offset']}, where the predict "
+                           "graph does not hold that initializer", "re-export the bundle")
+    return offsets
+
+
 def patch_constants(model: bytes, offsets: dict[str, dict[str, Any]], values: dict[str, np.ndarray]) -> bytes:
     """The predict graph's bytes with each named constant's raw data replaced by ``values``."""
     patched = bytearray(model)
     for name, value in values.items():
         entry = offsets[name]
         raw = np.ascontiguousarray(value, dtype=np.dtype(entry["dtype"]).newbyteorder("<")).tobytes()
-        if len(raw) != entry["bytes"]:
+        if len(raw) != entry["bytes"] or entry["offset"] + len(raw) > len(model):
             raise LcsError(f"constant {name} has {len(raw)} bytes, the predict graph expects {entry['bytes']}",
                            "use the weights and predict graphs of the same export")
         patched[entry["offset"]:entry["offset"] + len(raw)] = raw
@@ -346,6 +392,20 @@ class OnnxTarget(Target):
     name = "onnx"
     runtime = f"onnxruntime {ort.__version__}"
 
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``opset``: a whole number in [MIN_OPSET, MAX_OPSET]; the switches are booleans."""
+        opset = option_value(options, "opset", int, "--opset", f"--opset {FLOAT_OPSET}")
+        if opset is not None:
+            if not MIN_OPSET <= opset <= MAX_OPSET:
+                raise LcsError(f"--opset {opset} is not an opset this exporter writes",
+                               f"give --opset between {MIN_OPSET} and {MAX_OPSET} (default {FLOAT_OPSET})")
+            options["opset"] = opset
+        for switch in ("single_graph", "switch_once"):
+            if switch in options and not isinstance(options[switch], bool):
+                raise LcsError(f"--option {switch}={options[switch]!r} is not true or false",
+                               f"write --option {switch}=true or --option {switch}=false")
+        return options
+
     def export_levels(
         self, levels: list[Level], example: Tensor, directory: Path, options: dict[str, Any]
     ) -> list[Artifact]:
@@ -355,7 +415,8 @@ class OnnxTarget(Target):
         for level in levels:
             view, quantized = _float_view(level.module)
             bits = min((w.bits for w in quantized.values()), default=32)
-            opset = INT4_OPSET if bits <= 4 else int(options.get("opset", FLOAT_OPSET))
+            requested = int(options.get("opset") or FLOAT_OPSET)
+            opset = max(requested, INT4_OPSET) if bits <= 4 else requested
             with torch.no_grad():
                 model = export_onnx(
                     view.eval(), (batch_example(example),), [INPUT_NAME], [OUTPUT_NAME],
@@ -365,7 +426,7 @@ class OnnxTarget(Target):
             path = directory / _level_file(level.alpha)
             save_inline(model, path)
             details: dict[str, Any] = {
-                "opset": opset, "alpha": level.alpha, "dynamic_batch": True, "inline_weights": True,
+                "opset": file_opset(model), "alpha": level.alpha, "dynamic_batch": True, "inline_weights": True,
                 "inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME],
                 "weight_storage": "float32" if not quantized else ("uint4" if bits <= 4 else "uint8"),
             }
@@ -381,7 +442,7 @@ class OnnxTarget(Target):
         directory = Path(directory)
         method = model_method(subspace)
         alphas = [0.0, float(method.max_alpha)]
-        opset = int(options.get("opset", FLOAT_OPSET))
+        opset = int(options.get("opset") or FLOAT_OPSET)
         alpha = torch.tensor([0.0], dtype=torch.float32)
         batch = batch_example(example)
         artifacts = []
@@ -393,7 +454,7 @@ class OnnxTarget(Target):
                 )
                 save_inline(model, directory / "alpha_input.onnx")
                 artifacts.append(Artifact("alpha_input.onnx", "alpha_input", alphas, {
-                    "opset": opset, "mode": "single_graph", "inputs": [INPUT_NAME, ALPHA_NAME],
+                    "opset": file_opset(model), "mode": "single_graph", "inputs": [INPUT_NAME, ALPHA_NAME],
                     "outputs": [OUTPUT_NAME], "alpha_clamped_to": alphas,
                     "usage": "feed input (float32 NCHW) and alpha (float32 [1]) with every call; "
                              "the compressed weights are recomputed on every call (slow per call)",
@@ -425,39 +486,49 @@ class OnnxTarget(Target):
             "switch-once: on a level change run alpha_weights.onnx with alpha (float32 [1]); copy the "
             "raw little-endian bytes of each output into a copy of alpha_predict.onnx's bytes at "
             "details.constant_offsets[name].offset and open a session from those bytes; then run it "
-            "with input per call. (ONNX Runtime's SessionOptions.add_initializer(name, OrtValue) also "
-            "works, but only with graph optimisation at most ORT_ENABLE_EXTENDED.) Unswitched, "
-            "alpha_predict.onnx is the alpha-0 level."
+            "with input per call. Do not use SessionOptions.add_initializer for this: from "
+            "ORT_ENABLE_BASIC up, constant folding keeps the file's own values and the logits are "
+            "silently wrong (it is correct only with ORT_DISABLE_ALL, unoptimised). A NaN alpha runs "
+            "as alpha 0. Unswitched, alpha_predict.onnx is the alpha-0 level."
         )
-        common = {"opset": opset, "constants": names, "alpha_clamped_to": alphas, "usage": usage,
-                  "constant_offsets": offsets}
+        common = {"constants": names, "alpha_clamped_to": alphas, "usage": usage, "constant_offsets": offsets}
         return [
             Artifact("alpha_weights.onnx", "alpha_weights", alphas, {
-                **common, "mode": "switch_once", "inputs": [ALPHA_NAME], "outputs": names,
-                "predict_path": "alpha_predict.onnx",
+                **common, "opset": file_opset(weights_model), "mode": "switch_once", "inputs": [ALPHA_NAME],
+                "outputs": names, "predict_path": "alpha_predict.onnx",
             }),
-            Artifact("alpha_predict.onnx", "alpha_input", alphas, {
-                **common, "mode": "switch_once", "inputs": [INPUT_NAME], "outputs": [OUTPUT_NAME],
+            Artifact("alpha_predict.onnx", "alpha_predict", alphas, {
+                **common, "opset": file_opset(predict_model), "mode": "switch_once", "inputs": [INPUT_NAME],
+                "outputs": [OUTPUT_NAME],
                 "weights_path": "alpha_weights.onnx", "initializers_replaced_per_switch": names,
             }),
         ]
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> Any:
         """A runner for a level file, the single alpha-input graph or the switch-once pair."""
-        directory = Path(directory)
         details = artifact.get("details", {})
-        path = directory / artifact["path"]
-        if artifact["kind"] == "level":
+        path = artifact_path(directory, artifact["path"])
+        kind = artifact["kind"]
+        if kind == "level":
             return LevelRunner(path, float(artifact["alphas"][0]))
         mode = details.get("switch_mode", "patch")
-        if artifact["kind"] == "alpha_weights":
-            return SwitchOnceRunner(path, directory / details["predict_path"], details["constant_offsets"], mode)
-        if artifact["kind"] == "alpha_input" and details.get("mode") == "switch_once":
-            return SwitchOnceRunner(directory / details["weights_path"], path, details["constant_offsets"], mode)
-        if artifact["kind"] == "alpha_input":
+        if kind == "alpha_weights":
+            predict = artifact_path(directory, _detail(details, "predict_path", kind))
+            return SwitchOnceRunner(path, predict, _detail(details, "constant_offsets", kind), mode)
+        if kind == "alpha_predict":
+            weights = artifact_path(directory, _detail(details, "weights_path", kind))
+            return SwitchOnceRunner(weights, path, _detail(details, "constant_offsets", kind), mode)
+        if kind == "alpha_input":
             return AlphaInputRunner(path)
-        raise LcsError(f"the onnx target cannot load artifact kind {artifact['kind']!r}",
+        raise LcsError(f"the onnx target cannot load artifact kind {kind!r}",
                        "use a manifest written by lcs-export for the onnx target")
+
+
+def _detail(details: dict[str, Any], key: str, kind: str) -> Any:
+    if key not in details:
+        raise LcsError(f"a {kind} artifact needs details.{key}, and this one has none",
+                       "use a manifest written by lcs-export for the onnx target")
+    return details[key]
 
 
 def _check_weights_outputs(model: onnx.ModelProto, names: list[str]) -> None:

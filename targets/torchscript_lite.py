@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from lcs_export.alpha_input import AlphaInputModule
 from lcs_train.errors import LcsError
 from lcs_train.subspace import model_method
-from targets.base import Artifact, Level, Target, register_target
+from targets.base import Artifact, Level, Target, artifact_path, register_target
 
 ALPHA_TOLERANCE = 1e-6
 
@@ -134,7 +134,7 @@ class TorchScriptLiteTarget(Target):
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> Any:
         """A runner for a level file or the alpha-input file."""
-        path = Path(directory) / artifact["path"]
+        path = artifact_path(directory, artifact["path"])
         if artifact["kind"] == "level":
             return LiteLevelRunner(path, float(artifact["alphas"][0]))
         if artifact["kind"] == "alpha_input":

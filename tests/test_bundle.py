@@ -107,21 +107,60 @@ def test_directory_digest_covers_every_file_and_its_name(tmp_path: Path) -> None
     assert sha256_of(package) != facts.sha256
 
 
-def test_integrity_reports_tampered_and_missing_files(tmp_path: Path) -> None:
-    (tmp_path / "a.onnx").write_bytes(b"a")
-    (tmp_path / "b.onnx").write_bytes(b"b")
-    manifest = {"artifacts": [{"path": name, "sha256": sha256_of(tmp_path / name)} for name in ("a.onnx", "b.onnx")],
-                "levels": []}
-    (tmp_path / "a.onnx").write_bytes(b"tampered")
-    (tmp_path / "b.onnx").unlink()
+def _listing(directory: Path, *names: str) -> dict:
+    return {"artifacts": [{"path": name, "sha256": sha256_of(directory / name),
+                           "bytes": (directory / name).stat().st_size} for name in names], "levels": []}
+
+
+def test_integrity_reports_tampered_resized_and_missing_files(tmp_path: Path) -> None:
+    for name in ("a.onnx", "b.onnx", "c.onnx"):
+        (tmp_path / name).write_bytes(name.encode())
+    manifest = _listing(tmp_path, "a.onnx", "b.onnx", "c.onnx")
+    (tmp_path / "a.onnx").write_bytes(b"x.onnx")
+    (tmp_path / "b.onnx").write_bytes(b"b.onnx and more")
+    (tmp_path / "c.onnx").unlink()
     assert [(r.path, r.problem) for r in check_integrity(tmp_path, manifest)] == [
-        ("a.onnx", "sha256 mismatch"), ("b.onnx", "missing")]
+        ("a.onnx", "sha256 mismatch"), ("b.onnx", "has 15 bytes, the manifest says 6"), ("c.onnx", "missing")]
 
 
-def test_a_manifest_cannot_point_outside_its_bundle(tmp_path: Path) -> None:
-    manifest = {"artifacts": [{"path": "../../etc/passwd", "sha256": "0" * 64}], "levels": []}
-    with pytest.raises(LcsError, match="outside the bundle"):
-        check_integrity(tmp_path, manifest)
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd", "a/../../x", "./a.onnx", "a//b"])
+def test_a_manifest_cannot_point_outside_its_bundle(tmp_path: Path, path: str) -> None:
+    manifest = {"artifacts": [{"path": path, "sha256": "0" * 64, "bytes": 1}], "levels": []}
+    (result,) = check_integrity(tmp_path, manifest)
+    assert not result.ok and "relative path inside the bundle" in result.problem
+
+
+def test_links_fifos_and_devices_in_a_bundle_are_never_read(tmp_path: Path) -> None:
+    import os
+
+    bundle = tmp_path / "bundle"
+    (bundle / "pkg.mlpackage" / "Data").mkdir(parents=True)
+    (tmp_path / "secret").write_bytes(b"outside")
+    os.symlink(tmp_path / "secret", bundle / "out.onnx")
+    os.symlink("/dev/zero", bundle / "zero.onnx")
+    os.symlink(tmp_path / "secret", bundle / "pkg.mlpackage" / "Data" / "weight.bin")
+    os.mkfifo(bundle / "fifo.onnx")
+    (bundle / "inside.onnx").write_bytes(b"inside")
+    os.symlink("inside.onnx", bundle / "link-in.onnx")
+    names = ["out.onnx", "zero.onnx", "pkg.mlpackage", "fifo.onnx", "link-in.onnx"]
+    manifest = {"artifacts": [{"path": n, "sha256": "0" * 64, "bytes": 7} for n in names], "levels": []}
+    problems = {r.path: r.problem for r in check_integrity(bundle, manifest)}
+    assert problems == {
+        "out.onnx": "is a symbolic link, not a regular file", "zero.onnx": "is a symbolic link, not a regular file",
+        "pkg.mlpackage": "holds Data/weight.bin, which is a symbolic link", "fifo.onnx": "is a FIFO, not a regular file",
+        "link-in.onnx": "is a symbolic link, not a regular file"}
+
+
+def test_every_path_named_in_details_must_be_a_checked_artifact(tmp_path: Path) -> None:
+    (tmp_path / "a.onnx").write_bytes(b"a")
+    manifest = _listing(tmp_path, "a.onnx")
+    manifest["artifacts"][0]["details"] = {"predict_path": "b.onnx", "nested": {"weights_path": "../x"},
+                                           "function_files": {"f": "a.onnx"}}
+    problems = [(r.path, r.problem) for r in check_integrity(tmp_path, manifest) if not r.ok]
+    assert problems == [
+        ("b.onnx", "named by artifacts[0].details.predict_path but not a listed artifact, so no sha256 covers it"),
+        ("../x", "named by artifacts[0].details.nested.weights_path is not a plain relative path inside the bundle "
+                 "(no '.', '..' or '//')")]
 
 
 def test_schema_is_valid_draft_2020_12_and_rejects_a_bad_manifest(tmp_path: Path) -> None:
@@ -137,3 +176,5 @@ def test_schema_is_valid_draft_2020_12_and_rejects_a_bad_manifest(tmp_path: Path
         read_manifest(tmp_path)
     with pytest.raises(LcsError, match="does not exist"):
         read_manifest(tmp_path / "missing")
+    with pytest.raises(LcsError, match="is a file, expected a bundle directory"):
+        read_manifest(tmp_path / "manifest.json")

@@ -311,3 +311,34 @@ def test_alpha_input_program_of_a_line_subspace(trained_checkpoint, tmp_path, he
     for alpha in (0.0, 0.41 * top, top):
         report = _check(model, tmp_path, artifact, alpha, held_out, model.lcs_method.level(alpha))
         assert report.passed, (alpha, report.failures)
+
+
+def test_packages_hold_no_stray_debug_map_and_sizes_count_only_real_files(exported):
+    from targets.coreml import STRAY_PACKAGE_FILES, package_bytes
+
+    run = exported("unstructured")
+    for artifact in run["artifacts"]:
+        package = run["directory"] / artifact.path
+        assert not [p for name in STRAY_PACKAGE_FILES for p in package.rglob(name)], artifact.path
+        if "bytes" in artifact.details:
+            assert artifact.details["bytes"] == package_bytes(package)
+
+
+def test_a_nan_alpha_runs_as_alpha_zero_in_the_alpha_input_package(exported, held_out):
+    run = exported("unstructured")
+    (artifact,) = _by_kind(run["artifacts"], "alpha_input")
+    runner = get_target("coreml").load(run["directory"], _entry(artifact))
+    images = held_out[0][:16]
+    got = runner.run(images, float("nan"))
+    expected = reference_logits(run["model"], images, 0.0)
+    assert np.isfinite(got).all() and float(np.abs(got - expected).max()) <= 1e-3
+
+
+def test_coremltools_progress_bars_do_not_reach_the_terminal(capfd):
+    from targets.coreml_convert import convert_module
+    from targets.coreml_options import parse_options
+
+    module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
+    convert_module(module, [torch.zeros(2, 1, 2, 2)], ["input"], parse_options({}))
+    captured = capfd.readouterr()
+    assert "Running MIL" not in captured.err and "Converting PyTorch Frontend" not in captured.err

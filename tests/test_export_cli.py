@@ -179,12 +179,18 @@ def test_a_crashing_export_leaves_no_half_bundle(checkpoint: Path, tmp_path: Pat
 def test_a_tampered_artifact_fails_inspect_and_validate_naming_the_file(bundle: Path, tmp_path: Path) -> None:
     copy = _copy(bundle, tmp_path)
     victim = read_manifest(copy)["artifacts"][1]["path"]
-    with (copy / victim).open("ab") as stream:
-        stream.write(b"\x00")
+    data = bytearray((copy / victim).read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    (copy / victim).write_bytes(bytes(data))
     for command in ("inspect", "validate"):
         result = invoke(command, copy)
         assert result.exit_code == 1, result.output
         assert f"{victim}: sha256 mismatch" in result.output
+    with (copy / victim).open("ab") as stream:  # one byte more: refused before it is hashed
+        stream.write(b"\x00")
+    result = invoke("inspect", copy)
+    assert result.exit_code == 1 and f"{victim}: has {len(data) + 1} bytes, the manifest says {len(data)}" \
+        in result.output
 
 
 def test_a_swapped_artifact_with_a_matching_sha256_fails_parity(bundle: Path, tmp_path: Path) -> None:
@@ -209,9 +215,14 @@ def test_a_swapped_artifact_with_a_matching_sha256_fails_parity(bundle: Path, tm
 
 def test_validate_tolerances_are_options(bundle: Path, tmp_path: Path) -> None:
     copy = _copy(bundle, tmp_path)
-    # An impossible threshold turns every float level into a failure.
-    result = invoke("validate", copy, "--samples", "30", "--max-logit-diff", "-1")
+    # A threshold no runtime meets exactly turns every float level into a failure.
+    result = invoke("validate", copy, "--samples", "30", "--max-logit-diff", "0")
     assert result.exit_code == 1 and "parity failed" in result.output
+    # Thresholds that are not finite or out of range are user errors, refused before any work.
+    for flag, value in (("--max-logit-diff", "-1"), ("--max-logit-diff", "inf"), ("--min-agreement", "nan"),
+                        ("--min-agreement", "1.5"), ("--max-accuracy-drop", "-0.1")):
+        result = invoke("validate", copy, flag, value)
+        assert result.exit_code == 2 and f"{flag} {value} is out of range" in result.output, result.output
 
 
 def test_validate_says_how_to_fix_a_missing_checkpoint(bundle: Path, checkpoint: Path, tmp_path: Path) -> None:

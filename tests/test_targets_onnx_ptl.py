@@ -145,3 +145,80 @@ def test_lite_records_that_mobile_optimisation_was_skipped(exported) -> None:
         assert isinstance(artifact.details["optimize_for_mobile"], bool)
         if not artifact.details["optimize_for_mobile"]:
             assert "XNNPACK" in artifact.details["note"]
+
+
+def _switch_once(exported, method: str):
+    _, directory, _, artifacts = exported(method, "onnx")
+    weights = next(a for a in artifacts if a.kind == "alpha_weights")
+    return directory, weights, next(a for a in artifacts if a.kind == "alpha_predict")
+
+
+def test_the_switch_once_predict_graph_has_its_own_kind_and_takes_no_alpha(exported) -> None:
+    directory, weights, predict = _switch_once(exported, "unstructured")
+    assert predict.path == "alpha_predict.onnx" and weights.details["predict_path"] == predict.path
+    inputs = [i.name for i in onnx.load(directory / predict.path).graph.input]
+    assert inputs == ["input"]
+
+
+@pytest.mark.parametrize("level", ["ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_ALL"])
+def test_add_initializer_is_silently_wrong_with_any_graph_optimisation(exported, held_out, level: str) -> None:
+    """What the manifest's usage says: SessionOptions.add_initializer keeps the file's own
+    (alpha-0) values wherever ONNX Runtime constant-folded them, from BASIC up; only
+    ORT_DISABLE_ALL and byte patching give the logits of the requested alpha."""
+    import onnxruntime as ort
+
+    from targets.onnx import SwitchOnceRunner, _session
+
+    directory, weights, predict = _switch_once(exported, "unstructured")
+    runner = SwitchOnceRunner(directory / weights.path, directory / predict.path,
+                              weights.details["constant_offsets"])
+    alpha, images = 0.9, held_out[:64]
+    patched = runner.run(images, alpha)
+    arrays = runner.weights.run(None, {"alpha": np.array([alpha], np.float32)})
+
+    def with_add_initializer(optimisation: str) -> np.ndarray:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimisation)
+        values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays]
+        for name, value in zip(runner.names, values):
+            options.add_initializer(name, value)
+        return _session(runner.predict_bytes, options).run(None, {"input": images})[0]
+
+    assert "ORT_DISABLE_ALL" in weights.details["usage"] and "ORT_ENABLE_EXTENDED" not in weights.details["usage"]
+    assert float(np.abs(patched - pytorch_logits(exported("unstructured", "onnx")[0], images, alpha)).max()) <= 1e-3
+    assert float(np.abs(with_add_initializer("ORT_DISABLE_ALL") - patched).max()) <= 1e-4
+    assert float(np.abs(with_add_initializer(level) - patched).max()) > 1e-2  # wrong, and no error raised
+    bound = SwitchOnceRunner(directory / weights.path, directory / predict.path, weights.details["constant_offsets"],
+                             mode="add_initializer")
+    assert float(np.abs(bound.run(images, alpha) - patched).max()) <= 1e-4
+
+
+@pytest.mark.parametrize("method", ["unstructured", "quantized"])
+def test_a_nan_alpha_runs_as_alpha_zero_in_every_onnx_alpha_graph(exported, held_out, method: str) -> None:
+    model, directory, target, artifacts = exported(method, "onnx")
+    images = held_out[:32]
+    expected = pytorch_logits(model, images, 0.0)
+    for artifact in (a for a in artifacts if a.kind != "level"):
+        runner = target.load(directory, entry(artifact))
+        got = runner.run(images, float("nan"))
+        check_parity(got, expected, method == "quantized", f"{artifact.path} at NaN")
+
+
+def test_each_onnx_artifact_records_the_opset_of_its_own_file(exported) -> None:
+    _, directory, _, artifacts = exported("quantized", "onnx")
+    from targets.onnx import file_opset
+
+    opsets = {a.path: a.details["opset"] for a in artifacts}
+    for artifact in artifacts:
+        assert artifact.details["opset"] == file_opset(onnx.load(directory / artifact.path))
+    assert sorted(set(opsets.values())) == [18, 21]  # 8-bit levels and alpha graphs 18, the 4-bit level 21
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"opset": 99}, "--opset 99 is not an opset"), ({"opset": 3}, "--opset 3 is not an opset"),
+    ({"opset": "abc"}, "'abc' is not a whole number"), ({"opset": 18.5}, "is not a whole number"),
+    ({"single_graph": "maybe"}, "single_graph='maybe' is not true or false"),
+])
+def test_bad_onnx_options_are_refused_before_any_work(options: dict, message: str) -> None:
+    with pytest.raises(LcsError, match=message):
+        get_target("onnx").check_options(dict(options))

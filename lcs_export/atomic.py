@@ -1,0 +1,364 @@
+"""Writing a bundle safely: one lock per output, a staging directory, fsync, and one atomic swap.
+
+The sequence every writer follows (``bundle.staged_bundle``):
+
+1. ``prepare_parent``: the output's parent is created if missing; a file in the way, a
+   read-only file system or a place like /proc is a user error *before* any work starts.
+2. ``BundleLock``: an ``fcntl.flock`` on ``.<name>.lock`` next to the bundle. Exports and
+   ``validate`` hold it exclusively, ``inspect`` shared; a second process waits up to
+   ``LOCK_WAIT_SECONDS`` and is then refused with a message (exit 2). The last holder
+   removes the lock file, so nothing is left next to a bundle after a command ends.
+3. ``remove_stale_staging``: staging (``.<name>.<pid>.<random>.partial``) and retired
+   (``.<name>.<pid>.<random>.old``) directories whose process is dead (SIGKILL, power loss)
+   are deleted; the pid is part of the name.
+4. The new bundle is written and validated in its staging directory.
+5. ``commit``: file and directory modes are set from the umask (files 0666 & ~umask,
+   directories 0777 & ~umask: 0644 / 0755 with the usual 022), every file and directory is
+   fsynced, and the staging directory is put in place with ``renameat2(RENAME_NOREPLACE)``
+   (new output) or ``renameat2(RENAME_EXCHANGE)`` (replacing an old bundle: one atomic
+   step, there is never a moment without a bundle at the output). The parent is fsynced.
+   Where renameat2 is missing (not Linux, or a file system without it) the fallback is two
+   renames, old bundle aside first, deleted only once the new one is in place.
+   Ctrl-C is held off for the few system calls of the swap so that it cannot split it.
+
+Test hook (tests only, never set it in production): ``LCS_TEST_PAUSE_AT=<step>`` with
+``LCS_TEST_PAUSE_FILE=<path>`` makes the process write its pid to that file at the named
+step (see ``PAUSE_STEPS``) and sleep, so a test can send SIGINT or SIGKILL at exactly that
+point of an export.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import secrets
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from lcs_train.errors import LcsError
+
+STAGING_SUFFIX = ".partial"
+RETIRED_SUFFIX = ".old"
+LOCK_SUFFIX = ".lock"
+#: How long a second process waits for a bundle another one holds before it is refused.
+LOCK_WAIT_SECONDS = float(os.environ.get("LCS_LOCK_WAIT", "2"))
+#: The points of an export the test hook can stop at, in order.
+PAUSE_STEPS = ("staged", "artifacts", "manifest", "validated", "swapped")
+
+_AT_FDCWD = -100
+_RENAME_NOREPLACE = 1
+_RENAME_EXCHANGE = 2
+
+
+def umask() -> int:
+    """The process umask (reading it means setting it; it is restored at once)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def pause_point(step: str) -> None:
+    """Test hook: stop here when ``LCS_TEST_PAUSE_AT`` names ``step`` (see the module docstring)."""
+    if os.environ.get("LCS_TEST_PAUSE_AT") != step:
+        return
+    signal_file = os.environ.get("LCS_TEST_PAUSE_FILE")
+    if signal_file:
+        Path(signal_file).write_text(str(os.getpid()))
+    time.sleep(float(os.environ.get("LCS_TEST_PAUSE_SECONDS", "60")))
+
+
+def _describe(error: OSError) -> str:
+    return error.strerror or type(error).__name__
+
+
+def prepare_parent(output: Path) -> Path:
+    """Create the output's parent directory; refuse a parent that is a file or not writable.
+
+    Returns the absolute output path. Raises ``LcsError`` (exit 2) naming the place and why.
+    """
+    output = Path(os.path.abspath(output))
+    if output.name in ("", ".", ".."):
+        raise LcsError(f"output {output} is not a directory name", "give a new directory path with -o/--out")
+    for ancestor in [output.parent, *output.parent.parents]:
+        if ancestor.exists() or ancestor.is_symlink():
+            if not ancestor.is_dir():
+                raise LcsError(f"cannot write the bundle at {output}: {ancestor} is a file, not a directory",
+                               "choose an --out path whose parent is a directory")
+            break
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise LcsError(f"cannot create {output.parent} for the bundle: {_describe(error)}",
+                       "choose an --out path on a writable file system") from None
+    return output
+
+
+class BundleBusyError(LcsError):
+    """Another process holds the bundle's lock."""
+
+
+class BundleLock:
+    """``flock`` on ``.<name>.lock`` next to a bundle; see the module docstring.
+
+    ``exclusive`` for writers (export, validate), shared for readers (inspect). Unless
+    ``required`` (export), a command on a file system where it cannot create the lock file
+    proceeds without one: nobody can write there either.
+    """
+
+    def __init__(self, bundle: Path, exclusive: bool, wait: float | None = None, required: bool = False) -> None:
+        self.bundle = Path(os.path.abspath(bundle))
+        self.path = self.bundle.parent / f".{self.bundle.name}{LOCK_SUFFIX}"
+        self.exclusive = exclusive
+        self.required = required
+        self.wait = LOCK_WAIT_SECONDS if wait is None else wait
+        self.fd: int | None = None
+
+    def acquire(self) -> BundleLock:
+        deadline = time.monotonic() + self.wait
+        mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+        while True:
+            fd = self._open()
+            if fd is None:
+                return self
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                if time.monotonic() >= deadline:
+                    raise BundleBusyError(
+                        f"bundle {self.bundle} is in use by another lcs-export process (lock {self.path.name})",
+                        "wait for it to finish, then run this again",
+                    ) from None
+                time.sleep(0.05)
+                continue
+            # The previous holder may have removed the file between our open and our lock:
+            # then we hold a lock on a file nobody else will ever open. Start again.
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return self
+            os.close(fd)
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~umask())
+        except OSError as error:
+            if self.required:
+                raise LcsError(f"cannot write next to {self.bundle}: {_describe(error)} ({self.path})",
+                               "choose a bundle location on a writable file system") from None
+        try:  # a read-only place: an existing lock file can still be locked
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            # Whoever can hold it alone removes the file; a failed upgrade only means
+            # another reader still has it, and that one will remove it.
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> BundleLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_pid(name: str, bundle_name: str) -> int | None:
+    """The pid recorded in a staging or retired directory name of ``bundle_name``, else None."""
+    prefix = f".{bundle_name}."
+    if not name.startswith(prefix) or not name.endswith((STAGING_SUFFIX, RETIRED_SUFFIX)):
+        return None
+    parts = name[len(prefix):].split(".")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0])
+
+
+def remove_stale_staging(output: Path) -> list[Path]:
+    """Delete staging / retired directories of ``output`` left by processes that are dead."""
+    removed = []
+    try:
+        entries = list(os.scandir(output.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        pid = staging_pid(entry.name, output.name)
+        if pid is None or _pid_alive(pid):
+            continue
+        path = Path(entry.path)
+        if entry.is_dir(follow_symlinks=False):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def make_staging(output: Path) -> Path:
+    """A new private directory ``.<name>.<pid>.<random>.partial`` next to ``output``."""
+    while True:
+        staging = output.parent / f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}{STAGING_SUFFIX}"
+        try:
+            staging.mkdir(mode=0o700)
+            return staging
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise LcsError(f"cannot write the bundle at {output}: {_describe(error)}",
+                           "choose an --out path on a writable file system") from None
+
+
+def normalise_modes(directory: Path) -> None:
+    """Files 0666 & ~umask, directories 0777 & ~umask, whatever the writers used.
+
+    coremltools writes parts of a package with mkstemp's 0600, and our staging directory is
+    0700 while it is being written; a bundle is meant to be copied and served like any
+    other output of a build, so it follows the umask like ``cp`` would.
+    """
+    mask = umask()
+    for root, directories, files in os.walk(directory):
+        for name in directories:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask, follow_symlinks=False)
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                os.chmod(path, 0o666 & ~mask)
+    os.chmod(directory, 0o777 & ~mask)
+
+
+def _fsync_path(path: str, directory: bool) -> None:
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EROFS):  # some file systems cannot fsync a directory
+            raise
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(directory: Path) -> None:
+    """fsync every file, then every directory (deepest first), so the rename publishes data."""
+    for root, directories, files in os.walk(directory, topdown=False):
+        for name in files:
+            path = os.path.join(root, name)
+            if not os.path.islink(path):
+                _fsync_path(path, directory=False)
+        _fsync_path(root, directory=True)
+
+
+def fsync_directory(directory: Path) -> None:
+    """fsync a directory entry list (after a rename in it)."""
+    _fsync_path(str(directory), directory=True)
+
+
+def _renameat2(source: Path, destination: Path, flags: int) -> bool:
+    """``renameat2(2)``; False when this platform or file system lacks it (use the fallback)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    function = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if function is None:  # glibc < 2.28
+        return False
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    if function(_AT_FDCWD, os.fsencode(source), _AT_FDCWD, os.fsencode(destination), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), str(source), None, str(destination))
+
+
+@contextmanager
+def sigint_deferred() -> Iterator[list[bool]]:
+    """Hold Ctrl-C off for a few system calls; a Ctrl-C meanwhile is raised right after.
+
+    Yields a one-element list that is True when a Ctrl-C arrived. Only the main thread can
+    change signal handlers; elsewhere this does nothing.
+    """
+    arrived = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield arrived
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: arrived.__setitem__(0, True))
+    try:
+        yield arrived
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if arrived[0]:
+        raise InterruptedAfterCommit
+
+
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """Ctrl-C arrived while the new bundle was being put in place; it is complete."""
+
+
+def swap_into_place(staging: Path, output: Path) -> Path | None:
+    """Put ``staging`` at ``output`` atomically; returns the retired old bundle to delete, if any.
+
+    ``output`` must not exist, or be a directory (the old bundle, already checked).
+    """
+    if not (output.exists() or output.is_symlink()):
+        if _renameat2(staging, output, _RENAME_NOREPLACE):
+            return None
+        if output.exists():  # the fallback cannot refuse atomically; check as close as we can
+            raise FileExistsError(errno.EEXIST, "appeared while exporting", str(output))
+        os.rename(staging, output)
+        return None
+    if _renameat2(staging, output, _RENAME_EXCHANGE):
+        return staging  # the old bundle now sits at the staging name
+    # Fallback: old aside (under a name whose pid marks it for cleanup), new in, old deleted.
+    retired = staging.with_name(staging.name[: -len(STAGING_SUFFIX)] + RETIRED_SUFFIX)
+    os.rename(output, retired)
+    try:
+        os.rename(staging, output)
+    except BaseException:
+        os.rename(retired, output)
+        raise
+    return retired
+
+
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree (or file), ignoring what is already gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+

@@ -1,0 +1,94 @@
+"""Helpers shared by the bundle safety, fuzz and interruption tests.
+
+``run_cli`` runs ``lcs_export.cli.main`` in this process, the way the ``lcs-export`` script
+does (not through Typer's test runner, whose error panels differ from the real script's),
+and returns the exit code with stdout and stderr apart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_BUNDLES: dict[tuple[str, bool], Path] = {}
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def run_cli(*arguments: Any) -> CliResult:
+    """``lcs-export ARGUMENTS`` in-process: (exit code, stdout, stderr)."""
+    from lcs_export.cli import main
+
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            main([str(a) for a in arguments])
+            code = 0
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+
+def tree_state(path: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, int, int]]:
+    """Every entry below ``path`` (not following links): relative path -> (what, mode, mtime_ns).
+
+    ``what`` is a file's sha256, ``dir``, or a link's target; names in ``skip`` are left out.
+    """
+    state: dict[str, tuple[str, int, int]] = {}
+    if not os.path.lexists(path):
+        return state
+    for root, directories, files in os.walk(path):
+        for name in [*directories, *files]:
+            full = Path(root) / name
+            relative = full.relative_to(path).as_posix()
+            if relative in skip:
+                continue
+            info = os.lstat(full)
+            if stat.S_ISLNK(info.st_mode):
+                what = "link:" + os.readlink(full)
+            elif stat.S_ISDIR(info.st_mode):
+                what = "dir"
+            elif stat.S_ISREG(info.st_mode):
+                what = hashlib.sha256(full.read_bytes()).hexdigest()
+            else:
+                what = "special"
+            state[relative] = (what, info.st_mode, info.st_mtime_ns)
+    return state
+
+
+def onnx_bundle(factory: pytest.TempPathFactory, checkpoint: Path, dynamic_alpha: bool = True) -> Path:
+    """A real ONNX bundle of ``checkpoint`` (levels 0 and 0.5, plus the alpha graphs), written
+    once per session through ``export_bundle`` without validation. Copy it before changing it."""
+    from lcs_export.export import ExportRequest, export_bundle
+
+    key = (str(checkpoint), dynamic_alpha)
+    if key not in _BUNDLES:
+        output = factory.mktemp("onnx-bundle") / "bundle"
+        export_bundle(ExportRequest(target="onnx", checkpoint=checkpoint, output=output, levels="0.0,0.5",
+                                    dynamic_alpha=dynamic_alpha, validate=False))
+        _BUNDLES[key] = output
+    return _BUNDLES[key]
+
+
+def copy_bundle(bundle: Path, destination: Path) -> Path:
+    """A private copy of a bundle (links copied as links)."""
+    shutil.copytree(bundle, destination, symlinks=True)
+    return destination
