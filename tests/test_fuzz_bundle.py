@@ -519,10 +519,14 @@ def test_fuzz_export_command_lines(world: dict, tmp_path: Path) -> None:
         extra = [item for option in rng.sample(BAD_OPTIONS, rng.choice([1, 1, 2, 3])) for item in option]
         if not bad_output and not any(o in extra for o in ("--levels",)):
             extra = ["--levels", "0", *extra]
+        checkpoint = world["checkpoint"]
+        if rng.random() < 0.2:  # a checkpoint that cannot be one; a FIFO would block a reader
+            os.mkfifo(case / "fifo")
+            checkpoint = rng.choice([case, case / "fifo", Path("/dev/zero"), case / "missing.safetensors"])
         before_case = tree_state(case)
         before_output = tree_state(output)
-        result = run_cli("onnx", world["checkpoint"], "-o", output, *extra)
-        what = f"options case {index}: -o {output} {extra}"
+        result = run_cli("onnx", checkpoint, "-o", output, *extra)
+        what = f"options case {index}: {checkpoint} -o {output} {extra}"
         assert result.code == 2, f"{what}: exit {result.code} {result.stderr}"
         _check(result, True, what)
         assert tree_state(case) == before_case, f"{what}: something was written"
