@@ -16,7 +16,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -276,13 +275,16 @@ def run_export(target_name: str, options: list[TargetOption], values: dict[str, 
         if values["json_output"]:
             print_json(manifest)
     if result.validation is not None:
-        note = "" if result.installed else f"; nothing written at {result.directory} (run with --no-validate to keep it)"
-        _finish_validation(result.validation, console, note)
+        _finish_validation(result.validation, console, None if result.installed else result.directory)
 
 
-def _finish_validation(result: ValidationResult, console: Any, note: str = "") -> None:
+def _finish_validation(result: ValidationResult, console: Any, discarded: Path | None = None) -> None:
     """Print the parity (or integrity) outcome, then exactly one error line and exit 1 on any
-    failure (``note`` is added to that line)."""
+    failure. ``discarded``: the output an export left as it was, because this failed."""
+    note, details = "", "details in parity.json"
+    if discarded is not None:
+        note = f"; nothing written at {discarded} (run with --no-validate to keep the bundle, then validate it)"
+        details = "details above"
     if not result.integrity_ok:
         console.print(integrity_table(result.integrity))
         print_error(integrity_summary(result.integrity) + note, "integrity check failed")
@@ -294,8 +296,7 @@ def _finish_validation(result: ValidationResult, console: Any, note: str = "") -
         unrecorded = (f"; results not recorded in the bundle ({result.record_error}), "
                       f"written to {result.results_path} instead")
     if failed:
-        print_error(f"{failed} of {len(result.reports)} checks (details in parity.json){note}{unrecorded}",
-                    "parity failed")
+        print_error(f"{failed} of {len(result.reports)} checks ({details}){note}{unrecorded}", "parity failed")
         raise typer.Exit(CHECK_FAILED)
     if result.record_error is not None:
         print_error(f"parity passed ({len(result.reports)} checks) but the results could not be recorded in the "

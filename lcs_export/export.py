@@ -105,6 +105,7 @@ def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
         raise LcsError("nothing to export", "pass --levels 0.0,0.5,0.9 and/or --dynamic-alpha")
     target = get_target(request.target)
     options = target.check_options(dict(request.options))  # a bad option fails before any work
+    check_checkpoint_path(Path(request.checkpoint))
     output = Path(request.output)
     try:
         with staged_bundle(output, request.force) as staging:
@@ -125,6 +126,18 @@ def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
     if validation is not None:
         validation.results_path = output / PARITY_NAME
     return ExportResult(output, manifest, validation)
+
+
+def check_checkpoint_path(path: Path) -> None:
+    """Refuse a checkpoint path that cannot be a checkpoint before anything is read or written
+    (a FIFO would block the reader; a directory or a device is a mistake)."""
+    if not path.exists():
+        raise LcsError(f"checkpoint {path} does not exist", "give the .safetensors file lcs-train wrote (its --out)")
+    if path.is_dir():
+        raise LcsError(f"checkpoint {path} is a directory, expected a .safetensors file",
+                       "give the .safetensors file lcs-train wrote (its --out)")
+    if not path.is_file():
+        raise LcsError(f"checkpoint {path} is not a regular file", "give the .safetensors file lcs-train wrote")
 
 
 def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], staging: Path,

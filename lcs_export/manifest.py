@@ -76,7 +76,8 @@ def check_values(value: Any, source: str, where: str = "", depth: int = 0) -> No
     """Refuse what JSON allows but no consumer can use: NaN and infinities, integers beyond
     int64, and nesting deeper than ``MAX_DEPTH`` (each would crash some reader)."""
     if depth > MAX_DEPTH:
-        raise _manifest_error(source, f"is nested deeper than {MAX_DEPTH} levels (at {where or 'top level'})")
+        shown = where if len(where) <= 60 else where[:60] + "..."
+        raise _manifest_error(source, f"is nested deeper than {MAX_DEPTH} levels (at {shown})")
     if isinstance(value, dict):
         for key, item in value.items():
             check_values(item, source, f"{where}/{key}", depth + 1)

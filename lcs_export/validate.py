@@ -110,6 +110,9 @@ def resolve_checkpoint(manifest: dict[str, Any], checkpoint: Path | None) -> Pat
     """
     recorded = manifest["source"]["checkpoint"]
     path = Path(checkpoint) if checkpoint is not None else Path(recorded["path"])
+    if path.exists() and not path.is_file():
+        raise LcsError(f"the source checkpoint {path} is not a regular file",
+                       "pass --checkpoint PATH pointing at the checkpoint this bundle was exported from")
     if not path.is_file():
         raise LcsError(
             f"the source checkpoint {path} is gone; validation needs it for PyTorch's reference logits",

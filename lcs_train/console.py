@@ -40,8 +40,14 @@ def fail(error: LcsError) -> NoReturn:
     raise SystemExit(USER_ERROR)
 
 
+# Whether this process has printed its Ctrl-C line (run_app prints one if nothing did).
+_interrupt_reported = False
+
+
 def interrupted(outcome: str) -> NoReturn:
     """Print one line for a Ctrl-C, saying what was kept or not written, and exit with 130."""
+    global _interrupt_reported
+    _interrupt_reported = True
     error_console.print(f"[bold yellow]interrupted[/bold yellow]; {escape(outcome)}", highlight=False, soft_wrap=True)
     raise SystemExit(INTERRUPTED)
 
@@ -114,9 +120,11 @@ def run_app(app: typer.Typer, args: list[str] | None = None, prog_name: str | No
     red line and exit 2 like every other user error, instead of Typer's boxed panel; a
     Ctrl-C outside any command body is one line and exit 130.
     """
-    command = typer.main.get_command(app)
-    name = prog_name or command.name or "lcs"
+    global _interrupt_reported
+    _interrupt_reported = False
+    name = prog_name or "lcs"
     try:
+        command = typer.main.get_command(app)
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except _usage_error_types() as error:
         message = error.format_message()  # type: ignore[attr-defined]
@@ -130,7 +138,12 @@ def run_app(app: typer.Typer, args: list[str] | None = None, prog_name: str | No
         return INTERRUPTED
     except SystemExit as error:
         return error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
-    return result if isinstance(result, int) else 0
+    code = result if isinstance(result, int) else 0
+    if code == INTERRUPTED and not _interrupt_reported:
+        # Typer turns a Ctrl-C that lands outside a command body (while parsing the options)
+        # into a silent exit 130; no command had started, so nothing was written.
+        error_console.print("[bold yellow]interrupted[/bold yellow]; nothing was written", highlight=False)
+    return code
 
 
 def exit_quietly(code: int) -> NoReturn:

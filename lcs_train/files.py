@@ -254,6 +254,8 @@ def exclusive_output(path: str | Path, option: str = "--out") -> Iterator[None]:
             _held_locks[key] -= 1
         return
     lock_file = lock_path_for(path)
+    # Directories made for the lock are removed at the end if the run wrote nothing there.
+    created = [parent for parent in path.parents if not parent.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -290,3 +292,8 @@ def exclusive_output(path: str | Path, option: str = "--out") -> Iterator[None]:
         del _held_locks[key]
         lock_file.unlink(missing_ok=True)
         os.close(descriptor)
+        for directory in created:  # deepest first; a directory holding anything stays
+            try:
+                directory.rmdir()
+            except OSError:
+                break

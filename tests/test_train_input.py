@@ -198,9 +198,9 @@ def test_bad_cifar10_files_are_refused_naming_the_file(
     root = _cifar_dir(tmp_path, **overrides)
     with pytest.raises(LcsError, match=re.escape(message)):
         load_cifar10(root)
-    result = run_cli(capsys, "--dataset", "cifar10", "--data-dir", str(root), "--out", str(tmp_path / "x.safetensors"))
+    result = run_cli(capsys, "--dataset", "cifar10", "--data-dir", str(root), "--out", str(tmp_path / "runs" / "x.safetensors"))
     assert_one_line_error(result, 2, message)
-    assert not (tmp_path / "x.safetensors").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 # --- checkpoint metadata behind a recomputed digest -------------------------------------
@@ -382,3 +382,22 @@ def test_eval_data_dir_for_an_embedded_dataset_is_refused(
                      "--out", str(tmp_path / "r.json"))
     assert_one_line_error(result, 2, "--data-dir applies only to cifar10 checkpoints")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_while_typer_parses_options_is_still_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """Typer turns a KeyboardInterrupt outside the command body into a silent exit 130."""
+    import typer
+
+    from lcs_train.console import run_app
+
+    app = typer.Typer()
+
+    def interrupted_while_parsing(value: str) -> str:
+        raise KeyboardInterrupt
+
+    @app.command()
+    def command(option: str = typer.Option("a", callback=interrupted_while_parsing)) -> None:
+        raise AssertionError("never reached")
+
+    assert run_app(app, ["--option", "b"], prog_name="lcs-test") == 130
+    assert capsys.readouterr().err.strip() == "interrupted; nothing was written"
