@@ -382,10 +382,8 @@ def app_command(
                 server.server_close()
             if not isinstance(error, IntegrityFailure):
                 raise
-            for line in failure_lines(error.failures):
-                error_console.print(f"[bold red]error:[/bold red] {error.bundle}/{line}", highlight=False, soft_wrap=True)
-            error_console.print(f"[dim]Fix: copy the bundle again or re-export it; {out} was not written[/dim]",
-                                highlight=False)
+            print_error(f"{error.bundle}: {integrity_summary(error.failures)}. Fix: copy the bundle again or "
+                        f"re-export it; {out} was not written", "integrity check failed")
             raise typer.Exit(CHECK_FAILED) from None
     console.print(f"wrote the {platform} app with its bundle to {result.directory} "
                   f"({result.files} files; bundle in {result.bundle_place}/)", highlight=False)

@@ -106,14 +106,14 @@ def test_a_bundle_that_does_not_suit_is_refused_with_exit_2(bundle: Path, tmp_pa
     platform = "ios" if case == "onnx_for_ios" else "web"
     edits: dict[str, Callable[[dict[str, Any], Path], None]] = {
         "schema": lambda m, d: m["artifacts"][0].update(sha256="xyz"),
-        "newer": lambda m, d: m.update(manifest_version=2),
+        "newer": lambda m, d: m.update(manifest_version=3),
         "missing": lambda m, d: (d / m["artifacts"][1]["path"]).unlink(),
         "coreml_for_web": lambda m, d: m["target"].update(name="coreml"),
         "onnx_for_ios": lambda m, d: None,
     }
     phrases = {
         "schema": ["does not match the lcs bundle schema at artifacts/0/sha256", "re-export"],
-        "newer": ["manifest version 2, newer than this lcs-export understands", "upgrade lcs"],
+        "newer": ["manifest version 3, newer than this lcs-export understands", "upgrade lcs"],
         "missing": ["lists level_alpha_0.9000.onnx but the file is not there", "copy the whole bundle"],
         "coreml_for_web": ["is a bundle for coreml; the web app runs onnx bundles", "lcs-export onnx"],
         "onnx_for_ios": ["is a bundle for onnx; the ios app runs coreml bundles", "lcs-export coreml"],

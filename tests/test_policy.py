@@ -128,7 +128,7 @@ def switch_once_fixture(trained_checkpoint, tmp_path_factory) -> Path:
     request = ExportRequest(target="onnx", checkpoint=trained_checkpoint("unstructured", "line"), output=root / "bundle",
                             levels="0.0,0.5", dynamic_alpha=True, options={"single_graph": False}, validate=False)
     manifest = export_bundle(request).manifest
-    predict = next(a for a in manifest["artifacts"] if a["kind"] == "alpha_input" and a["details"]["mode"] == "switch_once")
+    predict = next(a for a in manifest["artifacts"] if a["kind"] == "alpha_predict")
     details = predict["details"]
     weights = ort.InferenceSession(str(root / "bundle" / details["weights_path"]), providers=["CPUExecutionProvider"])
     assert [output.name for output in weights.get_outputs()] == details["constants"]

@@ -121,7 +121,7 @@ def make_broken_bundles(app: Path) -> None:
     newer = app / "newer"
     shutil.copytree(app / "bundle", newer)
     manifest = json.loads((newer / "manifest.json").read_text())
-    manifest["manifest_version"] = 2
+    manifest["manifest_version"] = 3
     (newer / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -225,7 +225,7 @@ def test_web_app_in_headless_chromium(
     assert bad["changed artifact"]["state"] == "error"
     assert re.search(r"level_alpha_0\.5000\.onnx does not match the manifest: sha256", bad["changed artifact"]["message"])
     assert bad["newer manifest"]["state"] == "error"
-    assert "manifest version 2" in bad["newer manifest"]["message"]
+    assert "manifest version 3" in bad["newer manifest"]["message"]
     assert all(item["hint"].startswith("Fix:") for item in bad.values())
 
     screenshots = sorted(tmp_path.glob("web-app-level-*.png"))

@@ -4,7 +4,7 @@
 // functions run under `node --test` and in the page.
 
 /** The newest manifest_version this app understands (lcs_export/manifest.py MANIFEST_VERSION). */
-export const SUPPORTED_MANIFEST_VERSION = 1;
+export const SUPPORTED_MANIFEST_VERSION = 2;
 
 /** A bundle the app refuses: `message` says what is wrong with which input, `hint` the fix. */
 export class BundleError extends Error {
@@ -158,6 +158,15 @@ async function fetchOrExplain(fetch, url, name) {
   return response;
 }
 
+/**
+ * The switch-once inference graph: kind `alpha_predict` since manifest version 2; version 1
+ * listed it as `alpha_input` with `details.mode` "switch_once".
+ */
+export function switchOncePredict(manifest) {
+  return manifest.artifacts.filter((a) => a.kind === "alpha_predict"
+    || (a.kind === "alpha_input" && a.details.mode === "switch_once"));
+}
+
 /** The artifacts of one kind (and, for alpha_input, one mode). */
 export function artifactsOfKind(manifest, kind, mode = null) {
   return manifest.artifacts.filter((a) => a.kind === kind && (mode === null || a.details.mode === mode));
@@ -173,7 +182,7 @@ export function switchingPaths(manifest) {
   const paths = [];
   if (manifest.levels.length > 0 && artifactsOfKind(manifest, "level").length > 0) paths.push("levels");
   const weights = artifactsOfKind(manifest, "alpha_weights");
-  if (weights.length > 0 && artifactsOfKind(manifest, "alpha_input", "switch_once").length > 0) paths.push("switch_once");
+  if (weights.length > 0 && switchOncePredict(manifest).length > 0) paths.push("switch_once");
   if (artifactsOfKind(manifest, "alpha_input", "single_graph").length > 0) paths.push("alpha_input");
   return paths;
 }

@@ -46,8 +46,8 @@ test("a real bundle loads: every artifact fetched and checked", { skip }, async 
 
 test("a manifest from a newer lcs is refused as newer, not as a schema failure", { skip }, async () => {
   const { manifest, files } = readBundle(join(fixture().directory, "bundle"));
-  const error = await refusal(withManifest(files, { ...manifest, manifest_version: 2, new_field: true }));
-  assert.match(error.message, /manifest version 2; this app reads version 1 at most/);
+  const error = await refusal(withManifest(files, { ...manifest, manifest_version: 3, new_field: true }));
+  assert.match(error.message, /manifest version 3; this app reads version 2 at most/);
 });
 
 test("a Core ML bundle is refused: the web app runs ONNX", { skip }, async () => {

@@ -95,8 +95,8 @@ public struct Manifest {
 
 public enum Bundles {
     public static let format = "lcs-bundle"
-    public static let supportedVersion = 1
-    static let kinds: Set<String> = ["level", "alpha_input", "alpha_weights", "multifunction"]
+    public static let supportedVersion = 2
+    static let kinds: Set<String> = ["level", "alpha_input", "alpha_weights", "alpha_predict", "multifunction"]
 
     /// Parse and check manifest text; throws BundleError naming the first problem.
     public static func parseManifest(_ data: Data) throws -> Manifest {

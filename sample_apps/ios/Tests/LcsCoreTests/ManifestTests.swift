@@ -52,7 +52,7 @@ final class ManifestTests: XCTestCase {
         XCTAssertTrue(message { _ = try Bundles.open(dir, target: "coreml") }.contains("does not match its sha256"))
         try FileManager.default.removeItem(at: dir.appendingPathComponent("a.mlmodel"))
         XCTAssertTrue(message { _ = try Bundles.open(dir, target: "coreml") }.contains("is missing"))
-        let newer = try bundle(["a.mlmodel": Data([1])]) { $0.replacingOccurrences(of: "\"manifest_version\": 1", with: "\"manifest_version\": 2") }
+        let newer = try bundle(["a.mlmodel": Data([1])]) { $0.replacingOccurrences(of: "\"manifest_version\": 1", with: "\"manifest_version\": 3") }
         XCTAssertTrue(message { _ = try Bundles.open(newer, target: "coreml") }.contains("newer than this app reads"))
     }
 

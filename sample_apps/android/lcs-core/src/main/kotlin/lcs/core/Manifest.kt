@@ -60,7 +60,9 @@ class Manifest(
 
     /** The switch-once pair, or null when the bundle has none. */
     fun switchOnce(): SwitchOncePair? {
-        val predict = artifacts.firstOrNull { it.kind == "alpha_input" && it.mode == "switch_once" } ?: return null
+        // Kind alpha_predict since manifest version 2; version 1 listed it as alpha_input, mode switch_once.
+        val predict = artifacts.firstOrNull { it.kind == "alpha_predict" || (it.kind == "alpha_input" && it.mode == "switch_once") }
+            ?: return null
         val weightsPath = predict.details.get("weights_path")?.asString
         val weights = artifacts.firstOrNull { it.kind == "alpha_weights" && (weightsPath == null || it.path == weightsPath) }
             ?: throw BundleError("manifest.json: ${predict.path} is switch-once but the bundle lists no alpha_weights artifact")
@@ -83,8 +85,8 @@ class Manifest(
 
 object Bundles {
     const val FORMAT = "lcs-bundle"
-    const val SUPPORTED_VERSION = 1
-    val KINDS = setOf("level", "alpha_input", "alpha_weights", "multifunction")
+    const val SUPPORTED_VERSION = 2
+    val KINDS = setOf("level", "alpha_input", "alpha_weights", "alpha_predict", "multifunction")
     private val SHA256 = Regex("^[0-9a-f]{64}$")
 
     fun sha256(bytes: ByteArray): String =

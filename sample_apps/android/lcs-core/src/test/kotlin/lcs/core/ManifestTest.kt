@@ -68,7 +68,7 @@ class ManifestTest {
 
     @Test
     fun refusesANewerManifestVersion() {
-        val dir = bundleDir(mapOf("a.onnx" to byteArrayOf(1))) { it.addProperty("manifest_version", 2) }
+        val dir = bundleDir(mapOf("a.onnx" to byteArrayOf(1))) { it.addProperty("manifest_version", 3) }
         assertTrue(refused(dir).contains("newer than this app reads"))
     }
 
