@@ -41,9 +41,6 @@ from lcs_train.files import check_writable_output, exclusive_output  # noqa: E40
 from lcs_train.recipes import recipe_defaults  # noqa: E402
 from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
 
-if _STARTING_IN_MAIN_THREAD:
-    signal.signal(signal.SIGINT, _previous_handler if _previous_handler is not None else signal.default_int_handler)
-
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=False,
@@ -258,6 +255,11 @@ def main() -> None:
     """Console entry point: one line for every error a user can cause, exit codes 0 / 1 / 2 / 130."""
     exit_quietly(run_app(app, prog_name="lcs-train"))
 
+
+# The start-up handler stays until here, the end of the module, so that only a few bytecodes
+# separate it from run_app's own handling of Ctrl-C.
+if _STARTING_IN_MAIN_THREAD:
+    signal.signal(signal.SIGINT, _previous_handler if _previous_handler is not None else signal.default_int_handler)
 
 if __name__ == "__main__":
     main()
