@@ -203,7 +203,11 @@ def _tree_entries(dir_fd: int, prefix: str, depth: int, found: list[tuple[str, i
     """Every regular file below ``dir_fd`` as (relative path, size); refuses anything else."""
     if depth > MAX_TREE_DEPTH:
         raise UnsafeFile(f"is nested deeper than {MAX_TREE_DEPTH} directories")
-    for name in sorted(os.listdir(dir_fd)):
+    try:
+        names = sorted(os.listdir(dir_fd))
+    except OSError as error:
+        raise UnsafeFile(f"has a directory that cannot be listed ({error.strerror})") from None
+    for name in names:
         relative = f"{prefix}{name}"
         info = _lstat_at(dir_fd, name)
         if stat.S_ISDIR(info.st_mode):

@@ -35,6 +35,8 @@ from lcs_train.errors import LcsError
 from lcs_train.methods import method_from_metadata
 from lcs_train.restore import load_subspace
 
+#: Datasets read from installed packages; only the others take a --data directory.
+EMBEDDED_DATASETS = ("mnist", "digits")
 #: How far above the trained range the clamping check goes.
 OUTSIDE_STEP = 0.1
 #: Most in-between alphas checked for an alpha-input artifact.
@@ -78,6 +80,9 @@ def load_held_out(data_facts: dict[str, Any], input_shape: list[Any], data: str 
         if data in DATASETS:
             name = data
         elif Path(data).is_dir():
+            if name in EMBEDDED_DATASETS:  # it would be ignored, yet recorded as what was checked
+                raise LcsError(f"--data {data}: the {name} data ships inside lcs's dependencies and takes no "
+                               "directory", "drop --data, or give a dataset name")
             data_dir = data
         else:
             raise LcsError(

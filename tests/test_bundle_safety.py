@@ -267,3 +267,11 @@ def test_a_bad_command_line_is_one_line(checkpoint: Path) -> None:
         result = run_cli(*arguments)
         assert result.code == 2
         _one_line(result, "Fix: see lcs-export")
+
+
+def test_a_data_directory_for_an_embedded_dataset_is_refused_not_ignored(tmp_path: Path) -> None:
+    from lcs_export.validate import load_held_out
+    from lcs_train.errors import LcsError
+
+    with pytest.raises(LcsError, match="takes no directory"):
+        load_held_out({"dataset": "digits", "data_dir": None}, ["batch", 1, 8, 8], data=str(tmp_path))
