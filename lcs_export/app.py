@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, IntegrityResult, check_integrity, resolve_inside, sha256_of
+from lcs_export.bundle import (
+    MANIFEST_NAME, PARITY_NAME, IntegrityResult, check_integrity, read_bundle_file, sha256_of, staged_directory,
+)
 from lcs_export.manifest import now, read_manifest
 from lcs_train.errors import LcsError
 
@@ -98,7 +98,7 @@ def check_bundle_for(bundle: Path, platform: str) -> dict[str, Any]:
             f"export one with lcs-export {wanted} CHECKPOINT ... -o DIR and pass that DIR",
         )
     results = check_integrity(bundle, manifest)
-    missing = [item.path for item in results if item.actual_sha256 is None]
+    missing = [item.path for item in results if item.problem == "missing"]
     if missing:
         raise LcsError(
             f"{bundle} lists {', '.join(missing)} but the file is not there",
@@ -128,20 +128,18 @@ def check_output(output: Path, force: bool) -> None:
 
 
 def _copy_bundle(bundle: Path, manifest: dict[str, Any], destination: Path) -> None:
-    """The manifest, parity.json and every listed artifact; nothing else from the directory."""
+    """The manifest, parity.json and every listed artifact, nothing else: each file is copied
+    from the bytes its sha256 was checked on, without following links out of the bundle."""
     destination.mkdir(parents=True)
-    names = [MANIFEST_NAME, *([PARITY_NAME] if (bundle / PARITY_NAME).is_file() else [])]
-    names += sorted({entry["path"] for entry in [*manifest["artifacts"], *manifest["levels"]]})
-    for name in names:
-        source, target = resolve_inside(bundle, name), destination / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_dir():
-            shutil.copytree(source, target)
-        else:
-            shutil.copy2(source, target)
-    copied = check_integrity(destination, read_manifest(destination))
-    if not all(item.ok for item in copied):  # the source changed while we copied
+    copied = check_integrity(bundle, manifest, copy_to=destination)
+    if not all(item.ok for item in copied):  # the source changed since check_bundle_for
         raise LcsError(f"{bundle} changed while it was being copied", "run lcs-export app again")
+    for name in (MANIFEST_NAME, PARITY_NAME):
+        try:
+            (destination / name).write_bytes(read_bundle_file(bundle, name))
+        except FileNotFoundError:
+            if name == MANIFEST_NAME:
+                raise
 
 
 def _web_files(staging: Path) -> None:
@@ -210,10 +208,7 @@ def build_app_directory(bundle: Path, platform: str, output: Path, force: bool =
     """Check ``bundle`` and write the ``platform`` sample app with it into ``output``."""
     bundle, output = Path(bundle), Path(output)
     manifest = check_bundle_for(bundle, platform)
-    check_output(output, force)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".partial", dir=output.parent))
-    try:
+    with staged_directory(output, lambda place: check_output(place, force)) as staging:
         if platform == "web":
             _web_files(staging)
         else:
@@ -229,31 +224,7 @@ def build_app_directory(bundle: Path, platform: str, output: Path, force: bool =
         }
         (staging / APP_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
         files = sum(1 for path in staging.rglob("*") if path.is_file())
-        _commit(staging, output, force)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return AppResult(output, platform, place, files, next_steps(platform, output))
-
-
-def _commit(staging: Path, output: Path, force: bool) -> None:
-    # mkdtemp's 0700 would hide the app from a web server running as another user.
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(staging, 0o777 & ~mask)
-    if output.exists():
-        check_output(output, force)  # it may have changed while we copied
-        retired = Path(tempfile.mkdtemp(prefix=f".{output.name}.", suffix=".old", dir=output.parent))
-        retired.rmdir()
-        os.rename(output, retired)
-        try:
-            os.rename(staging, output)
-        except BaseException:
-            os.rename(retired, output)
-            raise
-        shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(staging, output)
 
 
 class AppRequestHandler(SimpleHTTPRequestHandler):

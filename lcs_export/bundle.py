@@ -496,23 +496,32 @@ def staged_bundle(output: Path, force: bool = False) -> Iterator[Path]:
     output fails before any work. On any failure or interrupt inside the block the staging
     directory is removed and ``output`` is left exactly as it was. See ``lcs_export.atomic``.
     """
+    with staged_directory(output, lambda place: check_destination(place, force)) as staging:
+        yield staging
+
+
+@contextmanager
+def staged_directory(output: Path, check: Callable[[Path], None]) -> Iterator[Path]:
+    """``staged_bundle`` for any directory lcs writes whole (a bundle, a sample app):
+    ``check(output)`` refuses an output that must not be replaced, before the work and again
+    just before the swap."""
     output = atomic.prepare_parent(Path(output))
     with atomic.BundleLock(output, exclusive=True, required=True):
-        check_destination(output, force)
+        check(output)
         atomic.remove_stale_staging(output)
         staging = atomic.make_staging(output)
         try:
             atomic.pause_point("staged")
             yield staging
-            _commit(staging, output, force)
+            _commit(staging, output, check)
         except BaseException:
             if staging.exists():
                 atomic.remove_tree(staging)
             raise
 
 
-def _commit(staging: Path, output: Path, force: bool) -> None:
-    check_destination(output, force)  # it may have changed while we exported (not through lcs)
+def _commit(staging: Path, output: Path, check: Callable[[Path], None]) -> None:
+    check(output)  # it may have changed while we exported (not through lcs)
     atomic.normalise_modes(staging)
     atomic.fsync_tree(staging)
     retired = None
