@@ -44,6 +44,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lcs_train.errors import LcsError
+from lcs_train.files import pause_point, process_alive  # noqa: F401 (pause_point: atomic.pause_point)
 
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".old"
@@ -63,16 +64,6 @@ def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def pause_point(step: str) -> None:
-    """Test hook: stop here when ``LCS_TEST_PAUSE_AT`` names ``step`` (see the module docstring)."""
-    if os.environ.get("LCS_TEST_PAUSE_AT") != step:
-        return
-    signal_file = os.environ.get("LCS_TEST_PAUSE_FILE")
-    if signal_file:
-        Path(signal_file).write_text(str(os.getpid()))
-    time.sleep(float(os.environ.get("LCS_TEST_PAUSE_SECONDS", "60")))
 
 
 def _describe(error: OSError) -> str:
@@ -186,18 +177,6 @@ class BundleLock:
         self.release()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def staging_pid(name: str, bundle_name: str) -> int | None:
     """The pid recorded in a staging or retired directory name of ``bundle_name``, else None."""
     prefix = f".{bundle_name}."
@@ -218,7 +197,7 @@ def remove_stale_staging(output: Path) -> list[Path]:
         return removed
     for entry in entries:
         pid = staging_pid(entry.name, output.name)
-        if pid is None or _pid_alive(pid):
+        if pid is None or pid == os.getpid() or process_alive(pid):
             continue
         path = Path(entry.path)
         if entry.is_dir(follow_symlinks=False):

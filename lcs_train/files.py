@@ -114,12 +114,19 @@ def remove_stale_temporaries(path: Path) -> list[Path]:
 
 
 def pause_point(step: str) -> None:
-    """Test-only: stop at ``step`` when ``LCS_TEST_PAUSE_AT`` names it, until killed (at most
-    a minute, so a forgotten variable cannot hang a real run for long)."""
+    """Test-only: stop at ``step`` when ``LCS_TEST_PAUSE_AT`` names it, until killed.
+
+    It says so on stderr (``lcs-test-paused <step>``) and, when ``LCS_TEST_PAUSE_FILE`` is
+    set, writes its pid there; it waits ``LCS_TEST_PAUSE_SECONDS`` (default 60, so a
+    forgotten variable cannot hang a real run for long). Saves and exports share it.
+    """
     if os.environ.get(PAUSE_ENV) != step:
         return
     print(f"lcs-test-paused {step}", file=sys.stderr, flush=True)
-    deadline = time.monotonic() + 60
+    signal_file = os.environ.get("LCS_TEST_PAUSE_FILE")
+    if signal_file:
+        Path(signal_file).write_text(str(os.getpid()))
+    deadline = time.monotonic() + float(os.environ.get("LCS_TEST_PAUSE_SECONDS", "60"))
     while time.monotonic() < deadline:
         time.sleep(0.05)
 
