@@ -30,6 +30,7 @@ from lcs_export.parity import Tolerances, reference_logits
 from lcs_export.validate import ValidationResult, load_held_out, validate_bundle
 from lcs_train.errors import LcsError
 from lcs_train.restore import checkpoint_method, load_subspace
+from lcs_train.subspace import check_model_alpha, fixed_alpha_of
 
 #: Held-out images embedded in the manifest for apps to self-test.
 DEFAULT_SAMPLE_INPUTS = 4
@@ -147,6 +148,14 @@ def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], 
     method = checkpoint_method(checkpoint)
     metadata = checkpoint.metadata
     alphas = parse_levels(request.levels, method) if request.levels is not None else []
+    # A --fixed-alpha baseline was trained at one alpha only: refuse other levels and the alpha
+    # graphs (they would serve untrained alphas) before any work.
+    fixed = fixed_alpha_of(model)
+    alphas = [check_model_alpha(model, alpha) for alpha in alphas]
+    if fixed is not None and request.dynamic_alpha:
+        raise LcsError(f"--dynamic-alpha serves every alpha, but {request.checkpoint} is a fixed-alpha baseline "
+                       f"trained only at alpha {fixed:g}",
+                       f"export it with --levels {fixed:g} instead, or train a subspace without --fixed-alpha")
     input_shape = [int(d) for d in metadata["input"]["shape"]]
     held_out = load_held_out(metadata["data"], input_shape, request.data, request.samples)
     example = torch.from_numpy(held_out.images[:1].copy())

@@ -34,7 +34,7 @@ from lcs_train.compression import affine_qparams, kept_channels, quantize_codes
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleLayer, CompressibleLinear, CompressibleNorm
 from lcs_train.methods import Dense, Quantized, Structured
-from lcs_train.subspace import check_alpha, compressible_layers, model_method
+from lcs_train.subspace import check_model_alpha, compressible_layers, model_method
 
 
 class FakeQuantize(nn.Module):
@@ -220,7 +220,7 @@ def materialize_level(model: nn.Module, alpha: float) -> nn.Module:
     ``lcs_prunable`` (names of the compressible conv / linear layers).
     """
     method = model_method(model)
-    alpha = check_alpha(alpha, method)
+    alpha = check_model_alpha(model, alpha)
     if isinstance(method, Structured):
         kinds = {layer.kind for layer in compressible_layers(model) if isinstance(layer, CompressibleNorm)}
         if kinds - {"instance"}:

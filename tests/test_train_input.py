@@ -4,6 +4,7 @@ fixed-alpha baselines, and the help text itself."""
 
 from __future__ import annotations
 
+import json
 import errno
 import math
 import os
@@ -401,3 +402,19 @@ def test_ctrl_c_while_typer_parses_options_is_still_one_line(capsys: pytest.Capt
 
     assert run_app(app, ["--option", "b"], prog_name="lcs-test") == 130
     assert capsys.readouterr().err.strip() == "interrupted; nothing was written"
+
+
+def test_export_of_a_fixed_alpha_baseline_serves_only_its_alpha(fixed_baseline: Path, tmp_path: Path) -> None:
+    """lcs-export applies the same check: other levels and the alpha graphs are refused before
+    anything is written; the trained level exports."""
+    from bundle_helpers import run_cli as run_export
+
+    for arguments, message in [(["--levels", "0.0,0.5"], "alpha 0 was never trained"),
+                               (["--levels", "0.5", "--dynamic-alpha"], "trained only at alpha 0.5")]:
+        output = tmp_path / "refused"
+        result = run_export("onnx", fixed_baseline, *arguments, "-o", output, "--no-validate")
+        assert result.code == 2 and len(result.error_lines) == 1 and message in result.error_lines[0], result.stderr
+        assert not output.exists() and not list(tmp_path.glob(".refused*"))
+    result = run_export("onnx", fixed_baseline, "--levels", "0.5", "-o", tmp_path / "ok", "--no-validate")
+    assert result.code == 0, result.stderr
+    assert [level["alpha"] for level in json.loads((tmp_path / "ok" / "manifest.json").read_text())["levels"]] == [0.5]
