@@ -13,24 +13,15 @@ import io
 import os
 import shutil
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CliResult  # noqa: F401 (re-exported for the tests that import it from here)
 
 _BUNDLES: dict[tuple[str, bool], Path] = {}
 
 
-@dataclass
-class CliResult:
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
 
 
 def run_cli(*arguments: Any) -> CliResult:

@@ -42,3 +42,16 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def onnx_app_bundle(trained_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unstructured line fixture as the sample apps load it: ONNX level files at 0, 0.5 and
+    0.9 plus the alpha graphs (single graph and switch-once pair), validated on 60 held-out
+    samples. Exported once; tests that change it work on a copy."""
+    from lcs_export.export import ExportRequest, export_bundle
+
+    output = tmp_path_factory.mktemp("onnx-app-bundle") / "onnx"
+    export_bundle(ExportRequest(target="onnx", checkpoint=trained_checkpoint("unstructured", "line"), output=output,
+                                levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60))
+    return output

@@ -116,18 +116,16 @@ def test_javascript_policy_runs_every_case() -> None:
 
 
 @pytest.fixture(scope="module")
-def switch_once_fixture(trained_checkpoint, tmp_path_factory) -> Path:
+def switch_once_fixture(onnx_app_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real switch-once ONNX bundle plus, per alpha, the weights graph's outputs as raw
     little-endian float32 files and the predict graph's bytes as Python patches them."""
     import onnxruntime as ort
 
-    from lcs_export.export import ExportRequest, export_bundle
     from targets.onnx import patch_constants
 
     root = tmp_path_factory.mktemp("switch-once")
-    request = ExportRequest(target="onnx", checkpoint=trained_checkpoint("unstructured", "line"), output=root / "bundle",
-                            levels="0.0,0.5", dynamic_alpha=True, options={"single_graph": False}, validate=False)
-    manifest = export_bundle(request).manifest
+    shutil.copytree(onnx_app_bundle, root / "bundle")
+    manifest = json.loads((root / "bundle" / "manifest.json").read_text())
     predict = next(a for a in manifest["artifacts"] if a["kind"] == "alpha_predict")
     details = predict["details"]
     weights = ort.InferenceSession(str(root / "bundle" / details["weights_path"]), providers=["CPUExecutionProvider"])

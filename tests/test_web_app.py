@@ -70,12 +70,10 @@ def checkpoint(trained_checkpoint: Callable[[str, str], Path]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def onnx_bundle(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def onnx_bundle(onnx_app_bundle: Path) -> Path:
     """Three level files plus the single alpha graph and the switch-once pair, validated."""
-    output = tmp_path_factory.mktemp("web-bundle") / "onnx"
-    result = invoke("onnx", checkpoint, "--levels", LEVELS, "--dynamic-alpha", "-o", output, "--samples", "60")
-    assert result.exit_code == 0, result.output
-    return output
+    assert LEVELS == "0.0,0.5,0.9"  # what conftest's onnx_app_bundle exports
+    return onnx_app_bundle
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CliResult  # noqa: F401 (re-exported for the tests that import it from here)
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -25,17 +25,6 @@ from lcs_train.console import run_app
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@dataclass
-class CliResult:
-    """What one lcs-train run printed and returned."""
-
-    code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        return [line for line in self.stderr.splitlines() if line.strip()]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> CliResult:
