@@ -16,16 +16,24 @@ $(BIN)/.lcs-installed: pyproject.toml
 
 setup: $(BIN)/.lcs-installed
 
-# What the sample apps' tests need, each installed only when missing: Debian's Chromium and the
-# web app's npm packages (browser test), Debian's kotlinc, JDK 17, Gson and JUnit 4 (lcs-core).
-setup-apps:
-	sh sample_apps/web/install-deps.sh
+WEB := sample_apps/web
+
+# The web app's npm packages (onnxruntime-web, ajv-dist, playwright-core), again whenever the
+# lock file changes; npm ci writes node_modules/.package-lock.json itself.
+$(WEB)/node_modules/.package-lock.json: $(WEB)/package-lock.json
+	npm ci --prefix $(WEB) --no-audit --no-fund
+	touch $@
+
+# What the sample apps' tests need, each installed only when missing: the npm packages and
+# Debian's chromium (browser test), Debian's kotlinc, JDK 17, Gson and JUnit 4 (lcs-core).
+setup-apps: $(WEB)/node_modules/.package-lock.json
+	command -v chromium >/dev/null 2>&1 || \
+	    (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
 	sh sample_apps/android/lcs-core/install-deps.sh
 
 # Train the default subspace (resuming if a previous demo was interrupted), evaluate it,
 # then export and validate the bundles.
-demo: setup
-	LCS_NO_BROWSER=1 sh sample_apps/web/install-deps.sh
+demo: setup $(WEB)/node_modules/.package-lock.json
 	if [ -f $(CKPT) ]; then $(BIN)/lcs-train --out $(CKPT) --resume --no-evaluate; \
 	else $(BIN)/lcs-train --out $(CKPT) --no-evaluate; fi
 	$(BIN)/lcs-train eval $(CKPT) --alphas 0,0.25,0.5,0.75,0.9

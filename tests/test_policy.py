@@ -152,7 +152,7 @@ def test_kotlin_core_runs_the_cases_and_patches_like_python(switch_once_fixture:
     switch-once bytes for every alpha identical to Python's."""
     for tool in ("kotlinc", "java"):
         if shutil.which(tool) is None:
-            pytest.fail(f"{tool} is missing: run sample_apps/android/lcs-core/install-deps.sh (make setup does)")
+            pytest.fail(f"{tool} is missing: run make setup-apps (or sh sample_apps/android/lcs-core/install-deps.sh)")
     output = run_tool(["sh", str(KOTLIN_CORE / "test.sh")],
                       env={"LCS_SWITCH_ONCE_DIR": str(switch_once_fixture), "LCS_CORE_BUILD": str(tmp_path / "build")})
     assert f"policy cases: {len(CASES['decisions'])} cases" in output, output

@@ -7,8 +7,8 @@ Every logit the page computed is compared with PyTorch's at the same alpha. The 
 the in-browser latency per level and the cost of a switch both ways, and writes them with the
 screenshots to ``runs/web-app-test/``.
 
-Nothing here is skipped: ``make test``'s setup runs ``sample_apps/web/install-deps.sh``
-(Chromium from apt, ``npm ci``); without them the tests fail with that instruction.
+Nothing here is skipped: ``make test`` (``make setup-apps``) runs ``npm ci`` and installs Debian's
+Chromium when missing; without them the tests fail with that instruction.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def require_browser_tools() -> None:
          and (WEB / "node_modules" / "onnxruntime-web").is_dir()),
     ) if not ok]
     if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run sh sample_apps/web/install-deps.sh (make setup does)")
+        pytest.fail(f"missing {', '.join(missing)}: run make setup-apps (or sh sample_apps/web/install-deps.sh)")
 
 
 def invoke(*arguments: Any) -> Any:

@@ -5,8 +5,7 @@
 set -eu
 web="$(cd "$(dirname "$0")" && pwd)"
 
-# LCS_NO_BROWSER=1: only the npm packages (make demo serves the app but runs no browser).
-if [ "${LCS_NO_BROWSER:-0}" != "1" ] && ! command -v chromium >/dev/null 2>&1; then
+if ! command -v chromium >/dev/null 2>&1; then
     sudo=""
     if [ "$(id -u)" != "0" ]; then sudo="sudo"; fi
     $sudo apt-get update
