@@ -33,6 +33,7 @@ from lcs_export.export import DEFAULT_SAMPLE_INPUTS, ExportRequest, export_bundl
 from lcs_export.inspect_bundle import inspect_bundle, levels_table, render_inspection
 from lcs_export.parity import Tolerances
 from lcs_export.validate import ValidationResult, validate_bundle
+from lcs_train.console import exit_quietly, run_app
 from lcs_train.console import reported_user_errors as user_errors
 from lcs_train.errors import LcsError
 
@@ -419,26 +420,9 @@ def build_app() -> typer.Typer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``lcs-export`` script.
-
-    Typer's own report of a bad command line is a framed panel of several lines; here it
-    is one red line with the fix, like every other user error (exit 2).
-    """
-    app = build_app()
-    try:
-        code = app(args=argv, prog_name="lcs-export", standalone_mode=False)
-    except typer.Abort:
-        print_interrupted("")
-        raise SystemExit(INTERRUPTED) from None
-    except typer.TyperException as error:
-        if type(error).__name__ == "NoArgsIsHelpError":  # Typer has printed the help already
-            raise SystemExit(getattr(error, "exit_code", 2)) from None
-        message = error.format_message() if hasattr(error, "format_message") else str(error)
-        context = getattr(error, "ctx", None)
-        command = context.command_path if context is not None else "lcs-export"
-        print_error(f"{' '.join(message.split()).rstrip('.')}. [dim]Fix: see {command} --help[/dim]", "error")
-        raise SystemExit(getattr(error, "exit_code", 2)) from None
-    raise SystemExit(code or 0)
+    """Entry point of the ``lcs-export`` script: one line for every error a user can cause
+    (Typer's framed usage panels included), exit codes 0 / 1 / 2 / 130, as ``lcs-train``."""
+    exit_quietly(run_app(build_app(), argv, prog_name="lcs-export"))
 
 
 if __name__ == "__main__":

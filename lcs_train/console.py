@@ -152,7 +152,9 @@ def exit_quietly(code: int) -> NoReturn:
     Output is flushed first and Ctrl-C is ignored from here on: a SIGINT that lands during
     interpreter teardown (torch's and matplotlib's exit handlers, daemon threads) would
     otherwise kill the process by signal with its last output unflushed, or abort it with
-    "Fatal Python error" (exit 134), after the work was already done.
+    "Fatal Python error" (exit 134), after the work was already done. Only for the console
+    scripts: the ignored SIGINT also passes to any process started afterwards, so code that
+    runs a command in-process calls ``run_app`` instead.
     """
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -1,6 +1,6 @@
 """Helpers shared by the bundle safety, fuzz and interruption tests.
 
-``run_cli`` runs ``lcs_export.cli.main`` in this process, the way the ``lcs-export`` script
+``run_cli`` runs ``lcs-export`` in this process through ``run_app``, the way the script
 does (not through Typer's test runner, whose error panels differ from the real script's),
 and returns the exit code with stdout and stderr apart.
 """
@@ -25,16 +25,15 @@ _BUNDLES: dict[tuple[str, bool], Path] = {}
 
 
 def run_cli(*arguments: Any) -> CliResult:
-    """``lcs-export ARGUMENTS`` in-process: (exit code, stdout, stderr)."""
-    from lcs_export.cli import main
+    """``lcs-export ARGUMENTS`` in-process, the way ``main`` runs it but without its
+    ``exit_quietly`` (which ignores Ctrl-C for this process and every child it starts after):
+    (exit code, stdout, stderr)."""
+    from lcs_export.cli import build_app
+    from lcs_train.console import run_app
 
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        try:
-            main([str(a) for a in arguments])
-            code = 0
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+        code = run_app(build_app(), [str(a) for a in arguments], prog_name="lcs-export")
     return CliResult(code, stdout.getvalue(), stderr.getvalue())
 
 

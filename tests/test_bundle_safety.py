@@ -2,7 +2,7 @@
 outputs, two processes on one bundle, leftovers of killed exports, modes, and the small
 things a user sees (file names, messages, help).
 
-Every command runs in-process through ``lcs_export.cli.main`` (``bundle_helpers.run_cli``),
+Every command runs in-process through ``run_app`` (``bundle_helpers.run_cli``), as ``main`` does,
 the code path of the ``lcs-export`` script, so stderr is exactly what a user would see.
 """
 
