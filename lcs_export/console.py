@@ -46,10 +46,12 @@ def print_json(data: Any) -> None:
 
 
 def make_progress(console: Console) -> Progress:
-    """The progress bar of long steps (export, validation); vanishes when done."""
+    """The progress bar of long steps (export, validation); vanishes when done. Off when the
+    console is not a terminal: there rich would leave a blank line on stderr ahead of the one
+    error line a script or a log reads."""
     return Progress(
         SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True,
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
     )
 
 
