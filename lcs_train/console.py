@@ -7,13 +7,12 @@ their apps through ``run_app``, so every way a user can end a run reads the same
 
 from __future__ import annotations
 
-import functools
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -50,9 +49,6 @@ def interrupted(outcome: str) -> NoReturn:
     _interrupt_reported = True
     error_console.print(f"[bold yellow]interrupted[/bold yellow]; {escape(outcome)}", highlight=False, soft_wrap=True)
     raise SystemExit(INTERRUPTED)
-
-
-Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 @contextmanager
@@ -165,14 +161,3 @@ def exit_quietly(code: int) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
-
-def user_errors(command: Command) -> Command:
-    """Decorate a CLI command: an ``LcsError`` becomes one red line and exit code 2, unless
-    the command was given ``--debug`` (then the traceback is shown)."""
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with reported_user_errors(bool(kwargs.get("debug"))):
-            return command(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
