@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lcs_export.materialize import materialize_level  # noqa: E402
+from lcs_train.materialize import materialize_level  # noqa: E402
 from lcs_train.methods import method_from_name  # noqa: E402
 from lcs_train.restore import load_subspace  # noqa: E402
 from lcs_train.shapes import shape_from_name  # noqa: E402

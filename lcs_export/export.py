@@ -74,7 +74,7 @@ class _ParityFailed(Exception):
 
 def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], progress: Any = None) -> list[Any]:
     """Materialise each level and measure it (``targets.base.Level`` objects)."""
-    from lcs_export.materialize import level_stats, materialize_level
+    from lcs_train.materialize import level_stats, materialize_level
     from targets.base import Level
 
     method = model.lcs_method

@@ -23,7 +23,7 @@ class Level:
     """One discrete level to export: a plain module computing the subspace at ``alpha``."""
 
     alpha: float
-    module: nn.Module  # from lcs_export.materialize.materialize_level
+    module: nn.Module  # from lcs_train.materialize.materialize_level
     compression: dict[str, Any]  # the real compression: {"sparsity": ..} / {"width": ..} / {"bits": ..}
     stats: dict[str, Any] = field(default_factory=dict)  # parameters, nonzeros, flops
 

@@ -110,7 +110,7 @@ class CoreMLTarget(Target):
         self, subspace: nn.Module, example: Tensor, directory: Path, options: dict[str, Any]
     ) -> list[Artifact]:
         """One program taking ``input`` and ``alpha`` (float32 [1])."""
-        from lcs_export.alpha_input import AlphaInputModule
+        from lcs_train.alpha_graph import AlphaInputModule
         from lcs_train.subspace import model_method
 
         parsed = parse_options(options)

@@ -57,7 +57,7 @@ def plan_weights(level: Level, options: CoreMLOptions) -> list[WeightPlan]:
     for name in getattr(module, "lcs_prunable", []):
         layer = module.get_submodule(name)
         weight = layer.weight
-        if hasattr(weight, "codes"):  # lcs_export.materialize.QuantizedWeight
+        if hasattr(weight, "codes"):  # lcs_train.materialize.QuantizedWeight
             plans.append(_quantized_plan(name, weight, level.alpha, options))
             continue
         reference = weight.detach().float().numpy()

@@ -7,7 +7,7 @@ replaced by ``DequantizeLinear`` over a UINT8 initializer, or a UINT4 one (packe
 byte, opset 21) at 4 bits and below, with the per-tensor scale and zero point.
 
 Alpha-input artifacts (alpha is float32 [1], clamped to the trained range in the graph; a
-NaN alpha runs as alpha 0, the most accurate end, see ``lcs_export.alpha_input.clamp_alpha``):
+NaN alpha runs as alpha 0, the most accurate end, see ``lcs_train.alpha_graph.clamp_alpha``):
 
 - ``alpha_input.onnx`` (kind ``alpha_input``, details ``mode: single_graph``): inputs
   ``input`` and ``alpha``, output ``logits``; recomputes the compressed weights every call.
@@ -62,7 +62,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import Tensor, nn
 
-from lcs_export.alpha_input import (
+from lcs_train.alpha_graph import (
     ALPHA_NAME,
     INPUT_NAME,
     OUTPUT_NAME,
@@ -70,7 +70,7 @@ from lcs_export.alpha_input import (
     AlphaWeightsModule,
     alpha_predict_module,
 )
-from lcs_export.materialize import QuantizedConv2d, QuantizedLinear, QuantizedWeight
+from lcs_train.level_layers import QuantizedConv2d, QuantizedLinear, QuantizedWeight
 from lcs_train.errors import LcsError
 from lcs_train.subspace import model_method
 from targets.base import Artifact, Level, Target, artifact_path, option_value, register_target

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lcs_export.alpha_input import AlphaInputModule
+from lcs_train.alpha_graph import AlphaInputModule
 from lcs_train.errors import LcsError
 from lcs_train.subspace import model_method
 from targets.base import Artifact, Level, Target, artifact_path, register_target

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcs_export.materialize import materialize_level
+from lcs_train.materialize import materialize_level
 from lcs_export.parity import Tolerances, compare, parity_regime, reference_logits
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError

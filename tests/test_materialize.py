@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from lcs_export.materialize import QuantizedConv2d, QuantizedWeight, level_stats, materialize_level
+from lcs_train.level_layers import QuantizedConv2d, QuantizedWeight
+from lcs_train.materialize import level_stats, materialize_level
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from lcs_export.materialize import materialize_level
+from lcs_train.materialize import materialize_level
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.restore import load_subspace

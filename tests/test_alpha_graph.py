@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lcs_export.alpha_input import (
+from lcs_train.alpha_graph import (
     AlphaInputModule,
     AlphaWeightsModule,
     alpha_predict_module,
