@@ -19,7 +19,6 @@ from rich.console import Console
 from rich.table import Table
 
 from lcs_train import Line, Unstructured, build_subspace, set_alpha
-from lcs_train.layer_kinds import PlainKinds
 from lcs_train.models import build_model
 from lcs_train.sampling import sample_alphas
 from lcs_train.subspace import line_cosine_squared, set_schedule
@@ -36,7 +35,7 @@ def main() -> None:
     images = torch.randn(args.batch_size, 1, 28, 28)
     labels = torch.randint(0, 10, (args.batch_size,))
 
-    plain = build_model("cpreresnet20", PlainKinds(), in_channels=1)
+    plain = build_model("cpreresnet20", in_channels=1)
     method, shape = Unstructured(), Line()
     subspace = build_subspace("cpreresnet20", method, shape, in_channels=1)
     set_schedule(subspace, 1.0, True)  # full compression: the most work a step does

@@ -73,21 +73,21 @@ class _ParityFailed(Exception):
 
 
 def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], progress: Any = None) -> list[Any]:
-    """Materialise each level and measure it (``targets.base.Level`` objects)."""
-    from lcs_train.materialize import level_stats, materialize_level
+    """Materialise each level and count its cost (``targets.base.Level`` objects)."""
+    from lcs_train.cost import count_cost
+    from lcs_train.materialize import materialize
     from targets.base import Level
 
-    method = model.lcs_method
     task = progress.add_task("materialising levels", total=len(alphas)) if progress is not None else None
     levels = []
     for alpha in alphas:
-        module = materialize_level(model, alpha).eval()
-        stats = level_stats(module, alpha, input_shape)
-        nominal = method.level(alpha)
+        materialized = materialize(model, alpha, input_shape)
+        stats = count_cost(materialized, input_shape)
         measured = stats.get("measured", {})
         # The method's own unit, as measured on the materialised weights where available.
-        compression = {unit: measured.get(unit, value) for unit, value in nominal.items()}
-        stats = {key: value for key, value in stats.items() if key != "alpha"}
+        compression = {unit: measured.get(unit, value) for unit, value in materialized.compression.items()}
+        module = materialized.module
+        module.lcs_prunable = list(materialized.prunable)  # read by the Core ML weight compression
         levels.append(Level(alpha=alpha, module=module, compression=compression, stats=stats))
         if progress is not None:
             progress.advance(task)

@@ -5,6 +5,9 @@ The public verbs::
     from lcs_train import build_subspace, set_alpha, at_alpha, Unstructured, Line
     model = build_subspace("cpreresnet20", Unstructured(max_sparsity=0.95), Line(), in_channels=1)
     set_alpha(model, 0.9)          # or: with at_alpha(model, 0.9): ...
+
+    # any network built from nn.Conv2d / nn.Linear / norm layers, e.g. a torchvision model:
+    subspace = to_subspace(torchvision.models.resnet18(num_classes=10), Quantized(), Point())
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ _PUBLIC = {
     "build_subspace": "lcs_train.subspace",
     "compressible_layers": "lcs_train.subspace",
     "set_alpha": "lcs_train.subspace",
+    "to_subspace": "lcs_train.transform",
 }
 
 
@@ -52,4 +56,5 @@ __all__ = [
     "compressible_layers",
     "load_subspace",
     "set_alpha",
+    "to_subspace",
 ]

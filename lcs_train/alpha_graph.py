@@ -45,9 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lcs_train.compression import affine_qparams
 from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleLinear, CompressibleNorm
-from lcs_train.methods import CompressionMethod, Quantized
+from lcs_train.methods import CompressionMethod
 from lcs_train.subspace import model_method, set_alpha
 
 #: Graph input / output names shared by every target.
@@ -109,50 +108,10 @@ def _named_layers(model: nn.Module) -> Iterator[tuple[str, CompressibleLayer]]:
             yield name, module
 
 
-def _quantizes_activations(layer: CompressibleLayer) -> bool:
-    return isinstance(layer.method, Quantized) and bool(layer.quantize_activations)
-
-
-def _output_multiplier(layer: CompressibleLayer, channels: int, alpha: Tensor) -> Tensor | None:
-    """The per-channel factor the method applies to this layer's output (structured masks).
-
-    None when the method leaves outputs alone. Found by passing ones through the method's own
-    output hook, so any per-channel output transform folds into the weights.
-    """
-    if type(layer.method).output is CompressionMethod.output:
-        return None
-    ones = torch.ones(1, channels, 1, 1, dtype=torch.float32)
-    return layer.method.output(layer, ones, alpha).reshape(channels)
-
-
 def layer_constants(layer: CompressibleLayer, alpha: Tensor) -> dict[str, Tensor]:
-    """Every alpha-dependent constant of one layer, by local name (see ``AlphaWeightsModule``)."""
-    constants: dict[str, Tensor] = {}
-    if isinstance(layer, CompressibleNorm):
-        scale, shift = layer.interpolated("weight", alpha), layer.interpolated("bias", alpha)
-        mask = _output_multiplier(layer, layer.channels, alpha)
-        if mask is not None:
-            scale, shift = scale * mask, shift * mask
-        constants["scale"] = scale
-        constants["shift"] = shift
-        return constants
-    weight = layer.compressed_weight(alpha)
-    bias = None if layer.bias is None else layer.interpolated("bias", alpha)
-    if isinstance(layer, CompressibleConv2d):
-        mask = _output_multiplier(layer, layer.out_channels, alpha)
-        if mask is not None:
-            weight = weight * mask.reshape(-1, 1, 1, 1)
-            bias = None if bias is None else bias * mask
-    constants["weight"] = weight
-    if bias is not None:
-        constants["bias"] = bias
-    if _quantizes_activations(layer):
-        bits = layer.method.bits(alpha).reshape(())
-        scale, zero_point, levels = affine_qparams(layer.activation_range[0], layer.activation_range[1], bits)
-        constants["activation_scale"] = scale.reshape(())
-        constants["activation_zero_point"] = zero_point.reshape(())
-        constants["activation_levels"] = levels.reshape(())
-    return constants
+    """Every alpha-dependent constant of one layer, by local name (the layer's method says
+    which: ``CompressionMethod.alpha_constants``; see ``AlphaWeightsModule``)."""
+    return layer.method.alpha_constants(layer, alpha)
 
 
 class AlphaWeightsModule(nn.Module):
@@ -213,12 +172,14 @@ class SwitchConv2d(_SwitchLayer):
 
     def __init__(self, layer: CompressibleConv2d, constants: dict[str, Tensor]) -> None:
         super().__init__(constants)
-        self.stride, self.padding = layer.stride, layer.padding
+        if layer.padding_mode != "zeros":
+            raise ValueError(f"the switch-once graph supports zero padding only, not {layer.padding_mode!r}")
+        self.stride, self.padding, self.dilation, self.groups = layer.stride, layer.padding, layer.dilation, layer.groups
         self.has_bias = "bias" in constants
 
     def forward(self, x: Tensor) -> Tensor:
         bias = self.bias if self.has_bias else None
-        return F.conv2d(self.quantize_input(x), self.weight, bias, self.stride, self.padding)
+        return F.conv2d(self.quantize_input(x), self.weight, bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class SwitchLinear(_SwitchLayer):
@@ -239,12 +200,12 @@ class SwitchNorm(_SwitchLayer):
 
     def __init__(self, layer: CompressibleNorm, constants: dict[str, Tensor]) -> None:
         super().__init__(constants)
-        self.kind, self.groups = layer.kind, layer.groups
+        self.kind, self.groups, self.eps = layer.kind, layer.groups, layer.eps
 
     def forward(self, x: Tensor) -> Tensor:
         if self.kind == "instance":
-            return F.instance_norm(x, weight=self.scale, bias=self.shift, eps=1e-5)
-        return F.group_norm(x, self.groups, self.scale, self.shift, eps=1e-5)
+            return F.instance_norm(x, weight=self.scale, bias=self.shift, eps=self.eps)
+        return F.group_norm(x, self.groups, self.scale, self.shift, eps=self.eps)
 
 
 def alpha_predict_module(model: nn.Module, alpha: float = 0.0) -> nn.Module:
@@ -271,8 +232,6 @@ def alpha_predict_module(model: nn.Module, alpha: float = 0.0) -> nn.Module:
             replacement = SwitchConv2d(layer, local)
         parent, _, child = path.rpartition(".")
         setattr(network.get_submodule(parent) if parent else network, child, replacement)
-    if hasattr(network, "lcs_method"):
-        del network.lcs_method
     network.constant_names = list(weights.constant_names)
     return network.requires_grad_(False)
 

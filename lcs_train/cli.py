@@ -54,18 +54,19 @@ DEFAULT_OUT = Path("runs/default/subspace.safetensors")
 
 def _level_table(title: str, rows: list[LevelResult]) -> Table:
     table = Table(title=title)
-    for column in ("alpha", "compression", "non-zero params", "MFLOPs", "top-1 %"):
+    for column in ("alpha", "compression", "measured", "non-zero params", "MFLOPs dense / non-zero", "top-1 %"):
         table.add_column(column, justify="right")
     for row in rows:
-        compression = ", ".join(
-            f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
-            for k, v in row.compression.items()
-        )
         table.add_row(
-            f"{row.alpha:g}", compression, f"{row.nonzero_parameters:,} / {row.parameters:,}",
-            f"{row.flops / 1e6:.2f}", f"{100 * row.accuracy:.2f}",
+            f"{row.alpha:g}", _units_text(row.compression), _units_text(row.measured),
+            f"{row.nonzeros:,} / {row.parameters:,}",
+            f"{row.flops / 1e6:.2f} / {row.nonzero_flops / 1e6:.2f}", f"{100 * row.accuracy:.2f}",
         )
     return table
+
+
+def _units_text(values: dict[str, object]) -> str:
+    return ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in values.items())
 
 
 def report_paths(checkpoint: Path, out: Optional[Path]) -> tuple[Path, Path]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from lcs_train.checkpoint import Checkpoint
 from lcs_train.console import deferred_interrupts
-from lcs_train.cost import level_cost
+from lcs_train.cost import COST_UNITS, level_cost
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.files import atomic_write_bytes
@@ -28,10 +28,12 @@ class LevelResult:
 
     alpha: float
     accuracy: float
-    compression: dict[str, Any]
+    compression: dict[str, Any]  # the method's nominal unit at alpha (sparsity, width or bits)
+    measured: dict[str, Any]  # the same, measured on the materialised level
     parameters: int
-    nonzero_parameters: int
+    nonzeros: int
     flops: int
+    nonzero_flops: int
 
 
 def parse_alphas(text: str) -> list[float]:
@@ -61,10 +63,8 @@ def evaluate_subspace(
         with at_alpha(model, alpha):
             top1 = accuracy(model, images, labels)
         cost = level_cost(model, alpha, input_shape)
-        compression = {k: cost[k] for k in ("sparsity", "width", "bits", "measured_sparsity") if k in cost}
-        results.append(
-            LevelResult(alpha, top1, compression, cost["parameters"], cost["nonzero_parameters"], cost["flops"])
-        )
+        results.append(LevelResult(alpha, top1, cost["compression"], cost["measured"], cost["parameters"],
+                                   cost["nonzeros"], cost["flops"], cost["nonzero_flops"]))
     return results
 
 
@@ -94,6 +94,7 @@ def write_report(results: list[LevelResult], baselines: dict[str, list[LevelResu
     """Write the evaluation as JSON (the same facts as the printed table)."""
     report = {
         "checkpoint": source,
+        "units": COST_UNITS,
         "levels": [asdict(r) for r in results],
         "baselines": {name: [asdict(r) for r in rows] for name, rows in baselines.items()},
     }

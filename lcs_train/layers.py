@@ -1,18 +1,29 @@
-"""Compressible layers: conv, linear and norm whose weights live on a subspace.
+"""Compressible layers: drop-in replacements for ``nn.Conv2d``, ``nn.Linear`` and norm layers
+whose parameters live on a subspace.
 
-Each layer asks its shape for the weight at the current alpha (interpolation along the line)
-and its method for the compression (mask, quantization). ``alpha`` is either a float set by
-:func:`lcs_train.subspace.set_alpha` or a tensor, which is how export turns it into a graph
-input.
+Each layer takes the constructor arguments of the torch layer it replaces, plus keyword-only
+``method`` and ``shape``; ``from_dense`` converts an existing torch layer, copying its
+parameters to every end of the subspace (``lcs_train.transform.to_subspace`` walks a model
+with it). At run time a layer asks its shape for a parameter at the current alpha
+(interpolation along a line) and its method for the compression (mask, quantization).
+``alpha`` is a float set by :func:`lcs_train.subspace.set_alpha` or a tensor, which is how
+export turns it into a graph input.
+
+Each layer also knows how to become its plain torch counterpart (``plain``) from the weights
+a method hands it; what those weights are is the method's business
+(``lcs_train.methods.base.CompressionMethod``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from lcs_train.methods.base import CompressionMethod
 from lcs_train.shapes import Line, Point, line_position
@@ -44,74 +55,184 @@ class CompressibleLayer(nn.Module):
         """Parameter ``name`` at this alpha's position on the subspace."""
         return self.shape.value(self, name, line_position(alpha, self.method.max_alpha))
 
+    def _register(self, name: str, initial: Tensor | None, draw: Callable[[], Tensor]) -> None:
+        """Put parameter ``name`` on the subspace, from a converted layer's value or a fresh draw."""
+        self.shape.register(self, name, (lambda: initial.detach().clone()) if initial is not None else draw)
 
-class CompressibleConv2d(CompressibleLayer):
-    """Conv2d whose weight is interpolated and compressed at the current alpha."""
+
+class CompressibleWeighted(CompressibleLayer):
+    """A conv or linear layer: its weight is compressed by the method, its input may be too."""
+
+    #: output channels / features and input channels / features (set by subclasses)
+    out_channels: int
+    in_channels: int
+
+    def compressed_weight(self, alpha: Tensor) -> Tensor:
+        """The weight this layer multiplies with at ``alpha``."""
+        return self.method.weight(self, self.interpolated("weight", alpha), alpha)
+
+    def interpolated_bias(self, alpha: Tensor) -> Tensor | None:
+        """The bias at ``alpha`` (None for a layer without one)."""
+        return None if self.bias is None else self.interpolated("bias", alpha)
+
+    def compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        """The layer's own operation with the given weight and bias."""
+        raise NotImplementedError
+
+    def plain(self, weight: Tensor, bias: Tensor | None) -> nn.Module:
+        """The torch layer computing this one with constant ``weight`` and ``bias``.
+
+        The weight may be narrower than the trained one (a structured level); the layer's
+        other settings (stride, padding, groups, ...) carry over.
+        """
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha_tensor(x)
+        x = self.method.activation(self, x, alpha)
+        y = self.compute(x, self.compressed_weight(alpha), self.interpolated_bias(alpha))
+        return self.method.output(self, y, alpha)
+
+
+def _same_padding(kernel_size: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """F.pad's (left, right, top, bottom) for padding="same" (extra pixel on the right/bottom)."""
+    pads: list[int] = []
+    for k, d in reversed(list(zip(kernel_size, dilation))):
+        total = d * (k - 1)
+        pads += [total // 2, total - total // 2]
+    return tuple(pads)  # type: ignore[return-value]
+
+
+class CompressibleConv2d(CompressibleWeighted):
+    """``nn.Conv2d`` (any groups, dilation, padding and padding mode) on a subspace."""
 
     def __init__(
         self,
         in_channels: int,
         out_channels: int,
-        kernel_size: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        *,
         method: CompressionMethod,
         shape: Point | Line,
-        stride: int = 1,
-        padding: int = 0,
-        bias: bool = False,
+        initial: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__(method, shape)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} must divide by groups {groups}")
         self.in_channels, self.out_channels = in_channels, out_channels
-        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
-        shape.register(
-            self, "weight",
-            # torch's own Conv2d initialiser: with GroupNorm, the larger He-normal draw
-            # made early training unstable at the learning rates the recipe uses.
-            lambda: nn.init.kaiming_uniform_(
-                torch.empty(out_channels, in_channels, kernel_size, kernel_size), a=math.sqrt(5)
-            ),
-        )
+        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self.groups, self.padding_mode = groups, padding_mode
+        initial = initial or {}
+        fan_in = in_channels // groups * self.kernel_size[0] * self.kernel_size[1]
+        # torch's own Conv2d initialiser: with GroupNorm, the larger He-normal draw made
+        # early training unstable at the learning rates the recipe uses.
+        self._register("weight", initial.get("weight"), lambda: nn.init.kaiming_uniform_(
+            torch.empty(out_channels, in_channels // groups, *self.kernel_size), a=math.sqrt(5)))
         if bias:
-            shape.register(self, "bias", lambda: torch.zeros(out_channels))
+            bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+            self._register("bias", initial.get("bias"), lambda: torch.empty(out_channels).uniform_(-bound, bound))
         else:
             self.bias = None
 
-    def compressed_weight(self, alpha: Tensor) -> Tensor:
-        """The weight this layer multiplies with at ``alpha``."""
-        return self.method.weight(self, self.interpolated("weight", alpha), alpha)
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, method: CompressionMethod, shape: Point | Line) -> CompressibleConv2d:
+        """The compressible twin of ``conv``, starting (at every end) from its parameters."""
+        initial = {"weight": conv.weight}
+        if conv.bias is not None:
+            initial["bias"] = conv.bias
+        return cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,  # type: ignore[arg-type]
+            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,  # type: ignore[arg-type]
+            method=method, shape=shape, initial=initial,
+        )
 
-    def forward(self, x: Tensor) -> Tensor:
-        alpha = self.alpha_tensor(x)
-        bias = None if self.bias is None else self.interpolated("bias", alpha)
-        x = self.method.activation(self, x, alpha)
-        y = F.conv2d(x, self.compressed_weight(alpha), bias, self.stride, self.padding)
-        return self.method.output(self, y, alpha)
+    def conv_arguments(self) -> dict[str, Any]:
+        """Stride, padding, dilation, groups and padding mode, as nn.Conv2d takes them."""
+        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
+                "groups": self.groups, "padding_mode": self.padding_mode}
+
+    def compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        if self.padding_mode == "zeros":
+            return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)
+        if self.padding == "same":
+            pads = _same_padding(self.kernel_size, self.dilation)
+        elif self.padding == "valid":
+            pads = (0, 0, 0, 0)
+        else:
+            pads = (self.padding[1], self.padding[1], self.padding[0], self.padding[0])
+        x = F.pad(x, pads, mode=self.padding_mode)
+        return F.conv2d(x, weight, bias, self.stride, 0, self.dilation, self.groups)
+
+    def plain(self, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
+        out_channels, in_per_group = weight.shape[:2]
+        groups = self.groups
+        if groups > 1 and out_channels != self.out_channels:
+            # A narrowed depthwise conv keeps one channel per group.
+            groups = out_channels if self.groups == self.out_channels else groups
+        conv = nn.Conv2d(in_per_group * groups, out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, groups, bias is not None, self.padding_mode)
+        conv.weight = constant_parameter(weight)
+        if bias is not None:
+            conv.bias = constant_parameter(bias)
+        return conv
 
 
-class CompressibleLinear(CompressibleLayer):
-    """Linear layer whose weight is interpolated and compressed at the current alpha."""
+class CompressibleLinear(CompressibleWeighted):
+    """``nn.Linear`` on a subspace."""
 
     def __init__(
-        self, in_features: int, out_features: int, method: CompressionMethod, shape: Point | Line
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        method: CompressionMethod,
+        shape: Point | Line,
+        initial: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__(method, shape)
         self.in_features, self.out_features = in_features, out_features
+        self.in_channels, self.out_channels = in_features, out_features
+        initial = initial or {}
         bound = 1.0 / math.sqrt(in_features)
-        shape.register(self, "weight", lambda: torch.empty(out_features, in_features).uniform_(-bound, bound))
-        shape.register(self, "bias", lambda: torch.empty(out_features).uniform_(-bound, bound))
+        self._register("weight", initial.get("weight"),
+                       lambda: torch.empty(out_features, in_features).uniform_(-bound, bound))
+        if bias:
+            self._register("bias", initial.get("bias"), lambda: torch.empty(out_features).uniform_(-bound, bound))
+        else:
+            self.bias = None
 
-    def compressed_weight(self, alpha: Tensor) -> Tensor:
-        """The weight this layer multiplies with at ``alpha``."""
-        return self.method.weight(self, self.interpolated("weight", alpha), alpha)
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, method: CompressionMethod, shape: Point | Line) -> CompressibleLinear:
+        """The compressible twin of ``linear``, starting (at every end) from its parameters."""
+        initial = {"weight": linear.weight}
+        if linear.bias is not None:
+            initial["bias"] = linear.bias
+        return cls(linear.in_features, linear.out_features, linear.bias is not None,
+                   method=method, shape=shape, initial=initial)
 
-    def forward(self, x: Tensor) -> Tensor:
-        alpha = self.alpha_tensor(x)
-        x = self.method.activation(self, x, alpha)
-        return F.linear(x, self.compressed_weight(alpha), self.interpolated("bias", alpha))
+    def compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        return F.linear(x, weight, bias)
+
+    def plain(self, weight: Tensor, bias: Tensor | None) -> nn.Linear:
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        linear.weight = constant_parameter(weight)
+        if bias is not None:
+            linear.bias = constant_parameter(bias)
+        return linear
 
 
 class CompressibleNorm(CompressibleLayer):
-    """GroupNorm or InstanceNorm with interpolated affine parameters.
+    """GroupNorm or InstanceNorm with affine parameters on the subspace.
 
+    ``kind`` is "group" (``groups`` groups, default 32 capped by the channels) or "instance".
     With ``explicit_affine`` set (export sets it for alpha-input graphs) the affine step is
     an explicit multiply-add rather than the norm's own weight/bias: Core ML's instance_norm
     needs compile-time-constant gamma/beta, which an alpha-input graph cannot give it.
@@ -119,21 +240,49 @@ class CompressibleNorm(CompressibleLayer):
     """
 
     def __init__(
-        self, channels: int, kind: str, method: CompressionMethod, shape: Point | Line
+        self,
+        channels: int,
+        kind: str = "group",
+        groups: int | None = None,
+        eps: float = 1e-5,
+        *,
+        method: CompressionMethod,
+        shape: Point | Line,
+        initial: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__(method, shape)
-        self.channels, self.kind = channels, kind
+        if kind not in ("group", "instance"):
+            raise ValueError(f"norm kind must be 'group' or 'instance', got {kind!r}")
+        self.channels, self.kind, self.eps = channels, kind, eps
         # 32 groups, capped by channels (groups must divide the channel count).
-        self.groups = math.gcd(32, channels)
+        self.groups = groups if groups is not None else math.gcd(32, channels)
         self.explicit_affine = False
-        shape.register(self, "weight", lambda: torch.ones(channels))
-        shape.register(self, "bias", lambda: torch.zeros(channels))
+        initial = initial or {}
+        self._register("weight", initial.get("weight"), lambda: torch.ones(channels))
+        self._register("bias", initial.get("bias"), lambda: torch.zeros(channels))
+
+    @classmethod
+    def from_dense(cls, norm: nn.Module, method: CompressionMethod, shape: Point | Line) -> CompressibleNorm:
+        """The compressible twin of a GroupNorm, InstanceNorm2d or BatchNorm2d.
+
+        BatchNorm becomes the method's normalisation (GroupNorm, or InstanceNorm for
+        structured sparsity) with BatchNorm's affine as its start: LCS uses no per-level
+        running statistics (see the design notes), so BatchNorm's are dropped. A GroupNorm
+        under a method that needs per-channel norms (structured) becomes an InstanceNorm.
+        """
+        channels = norm.num_channels if isinstance(norm, nn.GroupNorm) else norm.num_features
+        affine = getattr(norm, "affine", False) and norm.weight is not None
+        initial = {"weight": norm.weight, "bias": norm.bias} if affine else None
+        kind, groups = method.norm, None
+        if isinstance(norm, nn.GroupNorm) and method.norm == "group":
+            groups = norm.num_groups
+        return cls(channels, kind, groups, norm.eps, method=method, shape=shape, initial=initial)
 
     def normalize(self, x: Tensor, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
         """Normalise ``x``, with the per-channel affine when ``scale`` and ``shift`` are given."""
         if self.kind == "instance":
-            return F.instance_norm(x, weight=scale, bias=shift, eps=1e-5)
-        return F.group_norm(x, self.groups, scale, shift, eps=1e-5)
+            return F.instance_norm(x, weight=scale, bias=shift, eps=self.eps)
+        return F.group_norm(x, self.groups, scale, shift, eps=self.eps)
 
     def forward(self, x: Tensor) -> Tensor:
         alpha = self.alpha_tensor(x)
@@ -144,3 +293,22 @@ class CompressibleNorm(CompressibleLayer):
         else:
             y = self.normalize(x, scale, shift)
         return self.method.output(self, y, alpha)
+
+    def plain(self, scale: Tensor, shift: Tensor) -> nn.Module:
+        """The torch norm with constant affine ``scale`` and ``shift`` (possibly narrowed)."""
+        channels = scale.shape[0]
+        norm: nn.Module
+        if self.kind == "instance":
+            norm = nn.InstanceNorm2d(channels, eps=self.eps, affine=True, track_running_stats=False)
+        else:
+            if channels % self.groups:
+                raise ValueError(f"a GroupNorm of {self.groups} groups cannot hold {channels} channels")
+            norm = nn.GroupNorm(self.groups, channels, eps=self.eps, affine=True)
+        norm.weight = constant_parameter(scale)
+        norm.bias = constant_parameter(shift)
+        return norm
+
+
+def constant_parameter(value: Tensor) -> nn.Parameter:
+    """A frozen copy of ``value`` as a parameter of a materialised module."""
+    return nn.Parameter(value.detach().clone().contiguous(), requires_grad=False)

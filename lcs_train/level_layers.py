@@ -7,6 +7,8 @@ constant fake-quantizer for activations. Targets read these types; they hold no 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,17 +48,17 @@ class QuantizedConv2d(nn.Module):
     """Conv2d with an integer-coded weight and (optionally) a fake-quantized input."""
 
     def __init__(
-        self, weight: QuantizedWeight, bias: Tensor | None, stride: int, padding: int,
-        activation: FakeQuantize | None,
+        self, weight: QuantizedWeight, bias: Tensor | None, stride: Any, padding: Any,
+        activation: FakeQuantize | None, dilation: Any = 1, groups: int = 1,
     ) -> None:
         super().__init__()
         self.weight = weight
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.stride, self.padding = stride, padding
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.activation = activation if activation is not None else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(self.activation(x), self.weight(), self.bias, self.stride, self.padding)
+        return F.conv2d(self.activation(x), self.weight(), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
 class QuantizedLinear(nn.Module):

@@ -9,20 +9,19 @@ import torch
 from torch import Tensor, nn
 
 from lcs_train.errors import LcsError
-from lcs_train.layer_kinds import LayerKinds
-from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleLinear
+from lcs_train.layers import CompressibleLayer, CompressibleWeighted
 from lcs_train.methods.base import CompressionMethod
 from lcs_train.models import build_model
 from lcs_train.shapes import Line, Point
+from lcs_train.transform import to_subspace
 
 
 def build_subspace(
     model: str, method: CompressionMethod, shape: Point | Line, **arguments: object
 ) -> nn.Module:
-    """Build architecture ``model`` as a compressible subspace of ``method`` and ``shape``."""
-    network = build_model(model, LayerKinds(method, shape), **arguments)
-    network.lcs_method = method  # type: ignore[assignment]
-    return network
+    """Build architecture ``model`` (with the method's norm layers) and turn it into a
+    compressible subspace of ``method`` and ``shape`` (``to_subspace``'s default rule)."""
+    return to_subspace(build_model(model, norm=method.norm, **arguments), method, shape)
 
 
 def compressible_layers(model: nn.Module) -> Iterator[CompressibleLayer]:
@@ -33,11 +32,16 @@ def compressible_layers(model: nn.Module) -> Iterator[CompressibleLayer]:
 
 
 def model_method(model: nn.Module) -> CompressionMethod:
-    """The compression method ``model`` was built with."""
-    method = getattr(model, "lcs_method", None)
-    if method is None:
-        raise LcsError("this model is not a compressible subspace", "build it with build_subspace")
-    return method
+    """The compression method of subspace ``model`` (the one its compressed layers share)."""
+    for layer in compressible_layers(model):
+        if layer.method.compresses:
+            return layer.method
+    raise LcsError("this model is not a compressible subspace", "turn it into one with lcs_train.to_subspace")
+
+
+def is_subspace(model: nn.Module) -> bool:
+    """True for a model holding compressible layers (a subspace, not a materialised level)."""
+    return any(True for _ in compressible_layers(model))
 
 
 def check_alpha(alpha: float, method: CompressionMethod) -> float:
@@ -125,7 +129,7 @@ def line_cosine_squared(model: nn.Module) -> Tensor:
     """
     dot = norm_start = norm_end = None
     for layer in compressible_layers(model):
-        if not isinstance(layer, CompressibleConv2d | CompressibleLinear):
+        if not isinstance(layer, CompressibleWeighted):
             continue
         end = getattr(layer, "weight_end", None)
         if end is None:

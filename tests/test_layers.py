@@ -10,7 +10,7 @@ from lcs_train.subspace import line_cosine_squared, set_schedule
 
 
 def test_pruned_weights_get_no_task_gradient() -> None:
-    layer = CompressibleLinear(16, 4, Unstructured(), Point())
+    layer = CompressibleLinear(16, 4, method=Unstructured(), shape=Point())
     layer.alpha = 0.5
     layer(torch.randn(8, 16)).square().sum().backward()
     kept = layer.compressed_weight(torch.tensor([0.5])) != 0
@@ -19,7 +19,7 @@ def test_pruned_weights_get_no_task_gradient() -> None:
 
 
 def test_quantization_gradient_is_straight_through() -> None:
-    layer = CompressibleLinear(16, 4, Quantized(), Point())
+    layer = CompressibleLinear(16, 4, method=Quantized(), shape=Point())
     layer.alpha = 1.0  # 3 bits: the forward really changes the weights
     x = torch.randn(8, 16)
     layer.eval()
@@ -32,7 +32,7 @@ def test_quantization_gradient_is_straight_through() -> None:
 
 
 def test_line_gradient_splits_between_the_ends() -> None:
-    layer = CompressibleConv2d(3, 4, 3, Unstructured(), Line(), padding=1)
+    layer = CompressibleConv2d(3, 4, 3, padding=1, method=Unstructured(), shape=Line())
     set_schedule(layer, 0.0, True)  # no pruning: isolate the interpolation
     layer.alpha = 0.95 * 0.25  # t = 0.25
     layer(torch.randn(2, 3, 5, 5)).sum().backward()

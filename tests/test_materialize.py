@@ -7,7 +7,8 @@ import torch
 from torch import nn
 
 from lcs_train.level_layers import QuantizedConv2d, QuantizedWeight
-from lcs_train.materialize import level_stats, materialize_level
+from lcs_train.cost import level_cost
+from lcs_train.materialize import materialize_level
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d
@@ -39,7 +40,7 @@ def test_level_matches_subspace(trained_checkpoint, held_out, method: str, shape
     for alpha in level_alphas(model):
         with torch.no_grad(), at_alpha(model, alpha):
             expected = model(held_out)
-            got = materialize_level(model, alpha)(held_out)
+            got = materialize_level(model, alpha, [1, 8, 8])(held_out)
         assert (got - expected).abs().max().item() <= 1e-5, (method, shape, alpha)
         assert torch.equal(got.argmax(1), expected.argmax(1))
 
@@ -48,7 +49,7 @@ def test_structured_level_is_physically_narrower(trained_checkpoint) -> None:
     model, checkpoint = load_subspace(trained_checkpoint("structured", "line"))
     input_shape = checkpoint.metadata["input"]["shape"]
     alpha = 0.5
-    level = materialize_level(model, alpha)
+    level = materialize_level(model, alpha, input_shape)
     trained = {name: m for name, m in model.named_modules() if isinstance(m, CompressibleConv2d)}
     for name, layer in trained.items():
         conv = level.get_submodule(name)
@@ -57,7 +58,7 @@ def test_structured_level_is_physically_narrower(trained_checkpoint) -> None:
         expected_in = layer.in_channels if name == "stem" else max(1, round(layer.in_channels * (1 - alpha)))
         assert tuple(conv.weight.shape[:2]) == (expected_out, expected_in), name
     assert level.classifier.in_features == round(model.classifier.in_features * (1 - alpha))
-    dense, narrow = level_stats(model, 0.0, input_shape), level_stats(level, alpha, input_shape)
+    dense, narrow = level_cost(model, 0.0, input_shape), level_cost(model, alpha, input_shape)
     assert narrow["flops"] < 0.4 * dense["flops"]
     assert narrow["parameters"] < dense["parameters"]
     assert narrow["measured"]["width"] == pytest.approx(1 - alpha, abs=0.02)
@@ -79,14 +80,14 @@ def test_quantized_level_stores_integer_codes_on_the_grid(trained_checkpoint) ->
             assert torch.allclose(on_grid, on_grid.round(), atol=1e-3)
         convs = [m for m in level.modules() if isinstance(m, QuantizedConv2d)]
         assert all(isinstance(c.activation, nn.Module) for c in convs)
-        assert level_stats(level, alpha, [1, 8, 8])["measured"]["bits"] == bits
+        assert level_cost(model, alpha, [1, 8, 8])["measured"]["bits"] == bits
     # The stem and classifier stay dense and unquantized.
     assert isinstance(level.stem, nn.Conv2d) and isinstance(level.classifier, nn.Linear)
 
 
 def test_unstructured_stats_measure_the_sparsity(trained_checkpoint) -> None:
     model, _ = load_subspace(trained_checkpoint("unstructured", "line"))
-    stats = [level_stats(materialize_level(model, a), a, [1, 8, 8]) for a in (0.0, 0.5, 0.9)]
+    stats = [level_cost(model, a, [1, 8, 8]) for a in (0.0, 0.5, 0.9)]
     for alpha, stat in zip((0.0, 0.5, 0.9), stats):
         assert stat["measured"]["sparsity"] == pytest.approx(alpha, abs=0.01)
     assert stats[0]["nonzeros"] > stats[1]["nonzeros"] > stats[2]["nonzeros"]

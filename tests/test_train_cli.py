@@ -37,7 +37,7 @@ def test_train_then_eval_with_a_baseline(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(report.read_text())
     assert [row["alpha"] for row in data["levels"]] == [0.0, 0.5, 0.9]
-    sparsity = [row["compression"]["measured_sparsity"] for row in data["levels"]]
+    sparsity = [row["measured"]["sparsity"] for row in data["levels"]]
     assert sparsity[0] == 0.0 and abs(sparsity[1] - 0.5) < 0.01 and abs(sparsity[2] - 0.9) < 0.01
     flops = [row["flops"] for row in data["levels"]]
     assert flops[0] > flops[1] > flops[2]

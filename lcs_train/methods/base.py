@@ -1,9 +1,19 @@
-"""The interface every compression method implements.
+"""The interface every compression method implements: everything alpha means, in one place.
 
-A method is a small frozen config object. The compressible layers call its three hooks
-(``weight``, ``activation``, ``output``) with ``alpha`` as a tensor, so the same method code
-runs in training, in evaluation and inside an exported graph. Adding a method is adding one
-module in this package that defines such a class and registers it.
+A method is a small frozen config object (registered by name in ``lcs_train.methods``). It
+owns what alpha means everywhere:
+
+- training: the compressible layers call ``weight``, ``activation`` and ``output`` with
+  ``alpha`` as a tensor, so the same code runs in training, evaluation and inside an exported
+  graph;
+- export: ``folded`` gives a layer's constants at an alpha (output masks folded in), which
+  both a materialised level (``materialize_weighted``) and the alpha-input graphs
+  (``alpha_constants``) are built from;
+- cost: ``weight_bits`` (storage width) and ``measure`` (the real compression in the
+  method's own unit), which ``lcs_train.cost`` adds up.
+
+Adding a method is adding one module in this package that defines such a class, and one line
+in the registry.
 """
 
 from __future__ import annotations
@@ -11,10 +21,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import Tensor
+from torch import Tensor, nn
 
 if TYPE_CHECKING:
-    from lcs_train.layers import CompressibleLayer
+    from lcs_train.layers import CompressibleLayer, CompressibleNorm, CompressibleWeighted
+
+
+@dataclass
+class LayerFacts:
+    """What a materialised conv or linear layer holds, for the cost model."""
+
+    name: str
+    weight: Tensor  # the effective (dequantized) weight, as materialised
+    compressed: bool  # trained with the network's method (not a dense end layer)
+    trained_out_channels: int
+    bits: int  # storage width of one weight
 
 
 @dataclass(frozen=True)
@@ -30,6 +51,10 @@ class CompressionMethod:
     norm: ClassVar[str] = "group"
     #: structured training sums the loss over both ends plus two random alphas per step.
     sandwich: ClassVar[bool] = False
+    #: False only for ``Dense``: the layers a subspace leaves uncompressed.
+    compresses: ClassVar[bool] = True
+    #: True when a level is a physically narrower network (its channel plan is needed).
+    narrows_channels: ClassVar[bool] = False
 
     @property
     def max_alpha(self) -> float:
@@ -56,6 +81,66 @@ class CompressionMethod:
         """Transform a conv or norm layer's output at ``alpha``."""
         return y
 
+    def output_multiplier(self, layer: CompressibleLayer, channels: int, alpha: Tensor) -> Tensor | None:
+        """The per-channel factor ``output`` applies (structured masks), or None for none."""
+        return None
+
+    def folded(self, layer: CompressibleLayer, alpha: Tensor) -> dict[str, Tensor]:
+        """A layer's constants at ``alpha``, any output multiplier folded in.
+
+        Conv / linear: ``weight`` (compressed) and ``bias`` if any; norm: ``scale`` and
+        ``shift``. A materialised level and the switch-once weights graph both start here.
+        """
+        from lcs_train.layers import CompressibleNorm
+
+        if isinstance(layer, CompressibleNorm):
+            scale, shift = layer.interpolated("weight", alpha), layer.interpolated("bias", alpha)
+            mask = self.output_multiplier(layer, layer.channels, alpha)
+            if mask is not None:
+                scale, shift = scale * mask, shift * mask
+            return {"scale": scale, "shift": shift}
+        weight = layer.compressed_weight(alpha)
+        bias = layer.interpolated_bias(alpha)
+        mask = self.output_multiplier(layer, layer.out_channels, alpha)
+        if mask is not None:
+            weight = weight * mask.reshape(-1, *([1] * (weight.dim() - 1)))
+            bias = None if bias is None else bias * mask
+        constants = {"weight": weight}
+        if bias is not None:
+            constants["bias"] = bias
+        return constants
+
+    def alpha_constants(self, layer: CompressibleLayer, alpha: Tensor) -> dict[str, Tensor]:
+        """Every constant of ``layer`` that depends on alpha, by local name (the switch-once
+        weights graph's outputs and the predict graph's buffers)."""
+        return self.folded(layer, alpha)
+
+    def materialize_weighted(
+        self, layer: CompressibleWeighted, alpha: Tensor, kept_in: int, kept_out: int
+    ) -> nn.Module:
+        """The plain module computing conv / linear ``layer`` at ``alpha``, reading ``kept_in``
+        input channels and writing ``kept_out`` (both full unless the level is narrower)."""
+        constants = self.folded(layer, alpha)
+        bias = constants.get("bias")
+        return layer.plain(constants["weight"][:kept_out, :kept_in], None if bias is None else bias[:kept_out])
+
+    def materialize_norm(self, layer: CompressibleNorm, alpha: Tensor, kept: int) -> nn.Module:
+        """The plain norm computing ``layer`` at ``alpha`` on its first ``kept`` channels."""
+        constants = self.folded(layer, alpha)
+        return layer.plain(constants["scale"][:kept], constants["shift"][:kept])
+
+    def weight_bits(self, alpha: float) -> int:
+        """Bits one stored weight takes at ``alpha`` (32: float32)."""
+        return 32
+
+    def measure(self, prunable: list[LayerFacts]) -> dict[str, Any]:
+        """The real compression of a level over its compressed layers: the fraction of zero
+        weights, and subclasses add their own unit (width, bits)."""
+        total = sum(facts.weight.numel() for facts in prunable)
+        if not total:
+            return {}
+        return {"sparsity": float(sum(int((facts.weight == 0).sum()) for facts in prunable) / total)}
+
     def to_metadata(self) -> dict[str, Any]:
         """The config's fields, for the checkpoint."""
         return {"name": self.name, **{k: v for k, v in self.__dict__.items()}}
@@ -70,6 +155,7 @@ class Dense(CompressionMethod):
     """
 
     name: ClassVar[str] = "dense"
+    compresses: ClassVar[bool] = False
     trained_max_alpha: float = 1.0
 
     @property

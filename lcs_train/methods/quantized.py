@@ -8,14 +8,16 @@ inference, so a level behaves the same at batch 1 on a phone as in evaluation).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lcs_train.compression import affine_qparams, fake_quantize, fake_quantize_tensor
-from lcs_train.methods.base import CompressionMethod
+from lcs_train.compression import affine_qparams, fake_quantize, fake_quantize_tensor, quantize_codes
+from lcs_train.level_layers import FakeQuantize, QuantizedConv2d, QuantizedLinear, QuantizedWeight
+from lcs_train.methods.base import CompressionMethod, LayerFacts
 
 #: Weight of the newest batch in the running activation range.
 RANGE_MOMENTUM = 0.1
@@ -54,6 +56,48 @@ class Quantized(CompressionMethod):
             layer.activation_range[0], layer.activation_range[1], self.bits(alpha).reshape(())
         )
         return fake_quantize(x, scale, zero_point, levels)
+
+    def activation_qparams(self, layer: Any, alpha: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+        """Scale, zero point and top code of the layer's input quantizer at ``alpha`` (None
+        while activation quantization is off)."""
+        if not layer.quantize_activations:
+            return None
+        return affine_qparams(layer.activation_range[0], layer.activation_range[1], self.bits(alpha).reshape(()))
+
+    def alpha_constants(self, layer: Any, alpha: Tensor) -> dict[str, Tensor]:
+        constants = super().alpha_constants(layer, alpha)
+        qparams = self.activation_qparams(layer, alpha) if "weight" in constants else None
+        if qparams is not None:
+            names = ("activation_scale", "activation_zero_point", "activation_levels")
+            constants.update({name: value.reshape(()) for name, value in zip(names, qparams)})
+        return constants
+
+    def materialize_weighted(self, layer: Any, alpha: Tensor, kept_in: int, kept_out: int) -> nn.Module:
+        """Integer weight codes (uint8) with a per-tensor scale and zero point, and the input's
+        fake quantizer with constants for this bit width."""
+        bits = self.bits(alpha).reshape(())
+        weight = layer.interpolated("weight", alpha)
+        scale, zero_point, levels = affine_qparams(weight.min(), weight.max(), bits)
+        codes = QuantizedWeight(quantize_codes(weight, scale, zero_point, levels), scale, zero_point, int(bits.item()))
+        qparams = self.activation_qparams(layer, alpha)
+        activation = None if qparams is None else FakeQuantize(*qparams)
+        bias = layer.interpolated_bias(alpha)
+        if layer.weight.dim() == 2:
+            return QuantizedLinear(codes, bias, activation)
+        if layer.padding_mode != "zeros":
+            raise ValueError(f"quantized levels support zero padding only, not {layer.padding_mode!r}")
+        return QuantizedConv2d(codes, bias, layer.stride, layer.padding, activation, layer.dilation, layer.groups)
+
+    def weight_bits(self, alpha: float) -> int:
+        return int(self.bits(torch.tensor(float(alpha))).item())
+
+    def measure(self, prunable: list[LayerFacts]) -> dict[str, Any]:
+        """Sparsity, the bit width, and the bytes the weights take at that width."""
+        measured = super().measure(prunable)
+        if prunable:
+            measured["bits"] = max(facts.bits for facts in prunable)
+            measured["weight_bytes_at_bits"] = int(sum(math.ceil(f.weight.numel() * f.bits / 8) for f in prunable))
+        return measured
 
 
 def update_activation_range(layer: Any, x: Tensor) -> None:

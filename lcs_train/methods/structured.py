@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 from torch import Tensor
 
 from lcs_train.compression import channel_mask
-from lcs_train.methods.base import CompressionMethod
+from lcs_train.methods.base import CompressionMethod, LayerFacts
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class Structured(CompressionMethod):
     # Channel counts vary with alpha, so per-channel InstanceNorm instead of GroupNorm.
     norm: ClassVar[str] = "instance"
     sandwich: ClassVar[bool] = True
+    narrows_channels: ClassVar[bool] = True
     min_width: float = 0.25
 
     @property
@@ -32,7 +33,20 @@ class Structured(CompressionMethod):
     def level(self, alpha: float) -> dict[str, Any]:
         return {"width": 1.0 - float(alpha)}
 
+    def output_multiplier(self, layer: Any, channels: int, alpha: Tensor) -> Tensor:
+        """1 for the first round(C * width) channels, 0 for the rest (width = 1 - alpha * ramp)."""
+        return channel_mask(channels, 1.0 - alpha * layer.compression_ramp)
+
     def output(self, layer: Any, y: Tensor, alpha: Tensor) -> Tensor:
-        width = 1.0 - alpha * layer.compression_ramp
-        mask = channel_mask(y.shape[1], width, y.dtype)
+        mask = self.output_multiplier(layer, y.shape[1], alpha).to(y.dtype)
         return y * mask.reshape((1, -1) + (1,) * (y.dim() - 2))
+
+    def kept_channels(self, layer: Any, channels: int, alpha: Tensor) -> int:
+        """How many leading channels of ``channels`` a level of this layer keeps at ``alpha``."""
+        return int(self.output_multiplier(layer, channels, alpha).sum().item())
+
+    def measure(self, prunable: list[LayerFacts]) -> dict[str, Any]:
+        """Sparsity, and the width: kept over trained output channels of the compressed layers."""
+        trained = sum(facts.trained_out_channels for facts in prunable)
+        kept = sum(int(facts.weight.shape[0]) for facts in prunable)
+        return {**super().measure(prunable), "width": kept / trained if trained else 1.0}

@@ -1,25 +1,36 @@
 """cPreResNet: the CIFAR-style pre-activation ResNet with bottleneck blocks used by LCS.
 
 Depth 20 gives two bottleneck blocks per stage (16, 32, 64 planes, expansion 4). Works on any
-square input of 8 pixels or more (32x32 RGB, 28x28 or 8x8 grey). Layers come from a
-``LayerKinds`` object, so the same code serves every compression method and the plain
-baseline.
+square input of 8 pixels or more (32x32 RGB, 28x28 or 8x8 grey). An ordinary torch network
+(``nn.Conv2d``, a norm layer, ``nn.Linear``), like torchvision's models: it becomes a
+subspace through ``lcs_train.transform.to_subspace``, and serves as the plain baseline as is.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Callable
 
 from torch import Tensor, nn
 
 EXPANSION = 4
 
+NormLayer = Callable[[int], nn.Module]
 
-def zero_weights_(layer: nn.Module) -> None:
-    """Zero every weight tensor of ``layer`` (both ends of a line, if it has two)."""
-    for name, parameter in layer.named_parameters(recurse=False):
-        if name.startswith("weight"):
-            nn.init.zeros_(parameter)
+
+def group_norm(channels: int) -> nn.Module:
+    """GroupNorm with 32 groups, capped by the channels (the paper's choice)."""
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def instance_norm(channels: int) -> nn.Module:
+    """Per-channel InstanceNorm with affine (structured subspaces: channel counts vary)."""
+    return nn.InstanceNorm2d(channels, affine=True)
+
+
+def conv(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1) -> nn.Conv2d:
+    """A bias-free conv with 'same' padding for odd kernels."""
+    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2, bias=False)
 
 
 class PreActBottleneck(nn.Module):
@@ -29,24 +40,20 @@ class PreActBottleneck(nn.Module):
     the block sees a normalised, and under structured sparsity channel-masked, input.
     """
 
-    def __init__(self, kinds: Any, in_planes: int, planes: int, stride: int) -> None:
+    def __init__(self, norm_layer: NormLayer, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
         out_planes = planes * EXPANSION
-        self.norm1 = kinds.norm(in_planes)
-        self.conv1 = kinds.conv(in_planes, planes, 1)
-        self.norm2 = kinds.norm(planes)
-        self.conv2 = kinds.conv(planes, planes, 3, stride=stride)
-        self.norm3 = kinds.norm(planes)
-        self.conv3 = kinds.conv(planes, out_planes, 1)
+        self.norm1 = norm_layer(in_planes)
+        self.conv1 = conv(in_planes, planes, 1)
+        self.norm2 = norm_layer(planes)
+        self.conv2 = conv(planes, planes, 3, stride=stride)
+        self.norm3 = norm_layer(planes)
+        self.conv3 = conv(planes, out_planes, 1)
         self.relu = nn.ReLU()
-        self.shortcut = (
-            kinds.conv(in_planes, out_planes, 1, stride=stride)
-            if stride != 1 or in_planes != out_planes
-            else None
-        )
+        self.shortcut = conv(in_planes, out_planes, 1, stride=stride) if stride != 1 or in_planes != out_planes else None
         # Each residual branch starts as the identity: with GroupNorm instead of BatchNorm
         # this is what makes the network converge in a few epochs (Goyal et al., 2017).
-        zero_weights_(self.conv3)
+        nn.init.zeros_(self.conv3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.relu(self.norm1(x))
@@ -60,22 +67,24 @@ class PreActBottleneck(nn.Module):
 class CPreResNet(nn.Module):
     """Stem conv, three stages of bottlenecks, final norm, global average pool, classifier."""
 
-    def __init__(self, kinds: Any, depth: int = 20, in_channels: int = 3, num_classes: int = 10) -> None:
+    def __init__(self, depth: int = 20, in_channels: int = 3, num_classes: int = 10,
+                 norm_layer: NormLayer | None = None) -> None:
         super().__init__()
+        norm_layer = norm_layer or group_norm
         if (depth - 2) % 9 != 0:
             raise ValueError(f"cPreResNet depth must be 9n + 2, got {depth}")
         blocks = (depth - 2) // 9
-        self.stem = kinds.first_conv(in_channels, 16, 3)
+        self.stem = conv(in_channels, 16, 3)
         stages, in_planes = [], 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             for index in range(blocks):
-                stages.append(PreActBottleneck(kinds, in_planes, planes, stride if index == 0 else 1))
+                stages.append(PreActBottleneck(norm_layer, in_planes, planes, stride if index == 0 else 1))
                 in_planes = planes * EXPANSION
         self.stages = nn.Sequential(*stages)
-        self.final_norm = kinds.norm(in_planes)
+        self.final_norm = norm_layer(in_planes)
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = kinds.classifier(in_planes, num_classes)
+        self.classifier = nn.Linear(in_planes, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.stages(self.stem(x))
@@ -83,11 +92,11 @@ class CPreResNet(nn.Module):
         return self.classifier(out)
 
 
-def cpreresnet20(kinds: Any, in_channels: int = 3, num_classes: int = 10) -> CPreResNet:
+def cpreresnet20(in_channels: int = 3, num_classes: int = 10, norm_layer: NormLayer | None = None) -> CPreResNet:
     """cPreResNet20 (depth 20, bottleneck), the network of the paper's CIFAR-10 runs."""
-    return CPreResNet(kinds, depth=20, in_channels=in_channels, num_classes=num_classes)
+    return CPreResNet(20, in_channels, num_classes, norm_layer)
 
 
-def cpreresnet11(kinds: Any, in_channels: int = 3, num_classes: int = 10) -> CPreResNet:
+def cpreresnet11(in_channels: int = 3, num_classes: int = 10, norm_layer: NormLayer | None = None) -> CPreResNet:
     """cPreResNet11 (one bottleneck per stage): a small sibling for tests and quick trials."""
-    return CPreResNet(kinds, depth=11, in_channels=in_channels, num_classes=num_classes)
+    return CPreResNet(11, in_channels, num_classes, norm_layer)
