@@ -4,13 +4,15 @@ The sequence every writer follows (``bundle.staged_bundle``):
 
 1. ``prepare_parent``: the output's parent is created if missing; a file in the way, a
    read-only file system or a place like /proc is a user error *before* any work starts.
-2. ``BundleLock``: an ``fcntl.flock`` on ``.<name>.lock`` next to the bundle. Exports and
+2. ``BundleLock``: an ``fcntl.flock`` on ``.<name>.lock`` next to the bundle
+   (``lcs_train.files.FileLock``, the lock lcs-train's outputs use too). Exports and
    ``validate`` hold it exclusively, ``inspect`` shared; a second process waits up to
    ``LOCK_WAIT_SECONDS`` and is then refused with a message (exit 2). The last holder
    removes the lock file, so nothing is left next to a bundle after a command ends.
 3. ``remove_stale_staging``: staging (``.<name>.<pid>.<random>.partial``) and retired
    (``.<name>.<pid>.<random>.old``) directories whose process is dead (SIGKILL, power loss)
-   are deleted; the pid is part of the name.
+   are deleted; the pid is part of the name (``lcs_train.files.remove_stale_siblings``, which
+   also cleans lcs-train's temporaries).
 4. The new bundle is written and validated in its staging directory.
 5. ``commit``: file and directory modes are set from the umask (files 0666 & ~umask,
    directories 0777 & ~umask: 0644 / 0755 with the usual 022), every file and directory is
@@ -24,31 +26,31 @@ The sequence every writer follows (``bundle.staged_bundle``):
 Test hook (tests only, never set it in production): ``LCS_TEST_PAUSE_AT=<step>`` with
 ``LCS_TEST_PAUSE_FILE=<path>`` makes the process write its pid to that file at the named
 step (see ``PAUSE_STEPS``) and sleep, so a test can send SIGINT or SIGKILL at exactly that
-point of an export.
+point of an export (``lcs_train.files.pause_point``, shared with checkpoint saves).
+
+The primitives themselves (the lock, stale cleanup, fsync, the pause hook, atomic file
+writes) are ``lcs_train.files``'s; this module keeps what is particular to a bundle
+directory.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
-import secrets
-import shutil
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from lcs_train.errors import LcsError
-from lcs_train.files import pause_point, process_alive  # noqa: F401 (pause_point: atomic.pause_point)
+from lcs_train.files import FileLock, fsync_path, pause_point, remove_stale_siblings, sibling_name  # noqa: F401
+# (pause_point: lcs_export.export imports it from here)
 
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".old"
-LOCK_SUFFIX = ".lock"
 #: How long a second process waits for a bundle another one holds before it is refused.
 LOCK_WAIT_SECONDS = float(os.environ.get("LCS_LOCK_WAIT", "2"))
 #: The points of an export the test hook can stop at, in order.
@@ -96,122 +98,43 @@ class BundleBusyError(LcsError):
     """Another process holds the bundle's lock."""
 
 
-class BundleLock:
-    """``flock`` on ``.<name>.lock`` next to a bundle; see the module docstring.
+class BundleLock(FileLock):
+    """``FileLock`` on ``.<name>.lock`` next to a bundle; see the module docstring.
 
-    ``exclusive`` for writers (export, validate), shared for readers (inspect). Unless
-    ``required`` (export), a command on a file system where it cannot create the lock file
-    proceeds without one: nobody can write there either.
+    ``exclusive`` for writers (export, validate), shared for readers (inspect); a second
+    process waits ``LOCK_WAIT_SECONDS`` unless ``wait`` says otherwise. Unless ``required``
+    (export), a command on a file system where it cannot create the lock file proceeds
+    without one: nobody can write there either.
     """
 
     def __init__(self, bundle: Path, exclusive: bool, wait: float | None = None, required: bool = False) -> None:
         self.bundle = Path(os.path.abspath(bundle))
-        self.path = self.bundle.parent / f".{self.bundle.name}{LOCK_SUFFIX}"
-        self.exclusive = exclusive
         self.required = required
-        self.wait = LOCK_WAIT_SECONDS if wait is None else wait
-        self.fd: int | None = None
+        super().__init__(self.bundle, exclusive, LOCK_WAIT_SECONDS if wait is None else wait,
+                         busy=self._busy, unwritable=self._unwritable)
 
-    def acquire(self) -> BundleLock:
-        deadline = time.monotonic() + self.wait
-        mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
-        while True:
-            fd = self._open()
-            if fd is None:
-                return self
-            try:
-                fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                if time.monotonic() >= deadline:
-                    raise BundleBusyError(
-                        f"bundle {self.bundle} is in use by another lcs-export process (lock {self.path.name})",
-                        "wait for it to finish, then run this again",
-                    ) from None
-                time.sleep(0.05)
-                continue
-            # The previous holder may have removed the file between our open and our lock:
-            # then we hold a lock on a file nobody else will ever open. Start again.
-            try:
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self.fd = fd
-                return self
-            os.close(fd)
+    def _busy(self, holder: str) -> LcsError:
+        return BundleBusyError(
+            f"bundle {self.bundle} is in use by another lcs-export process (lock {self.path.name})",
+            "wait for it to finish, then run this again",
+        )
 
-    def _open(self) -> int | None:
-        try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~umask())
-        except OSError as error:
-            if self.required:
-                raise LcsError(f"cannot write next to {self.bundle}: {_describe(error)} ({self.path})",
-                               "choose a bundle location on a writable file system") from None
-        try:  # a read-only place: an existing lock file can still be locked
-            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
+    def _unwritable(self, error: OSError) -> LcsError | None:
+        if not self.required:
             return None
-
-    def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            # Whoever can hold it alone removes the file; a failed upgrade only means
-            # another reader still has it, and that one will remove it.
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            try:
-                os.unlink(self.path)
-            except OSError:
-                pass
-        except OSError:
-            pass
-        finally:
-            os.close(self.fd)
-            self.fd = None
-
-    def __enter__(self) -> BundleLock:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def staging_pid(name: str, bundle_name: str) -> int | None:
-    """The pid recorded in a staging or retired directory name of ``bundle_name``, else None."""
-    prefix = f".{bundle_name}."
-    if not name.startswith(prefix) or not name.endswith((STAGING_SUFFIX, RETIRED_SUFFIX)):
-        return None
-    parts = name[len(prefix):].split(".")
-    if len(parts) != 3 or not parts[0].isdigit():
-        return None
-    return int(parts[0])
+        return LcsError(f"cannot write next to {self.bundle}: {_describe(error)} ({self.path})",
+                        "choose a bundle location on a writable file system")
 
 
 def remove_stale_staging(output: Path) -> list[Path]:
     """Delete staging / retired directories of ``output`` left by processes that are dead."""
-    removed = []
-    try:
-        entries = list(os.scandir(output.parent))
-    except OSError:
-        return removed
-    for entry in entries:
-        pid = staging_pid(entry.name, output.name)
-        if pid is None or pid == os.getpid() or process_alive(pid):
-            continue
-        path = Path(entry.path)
-        if entry.is_dir(follow_symlinks=False):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        removed.append(path)
-    return removed
+    return remove_stale_siblings(output, (STAGING_SUFFIX, RETIRED_SUFFIX))
 
 
 def make_staging(output: Path) -> Path:
     """A new private directory ``.<name>.<pid>.<random>.partial`` next to ``output``."""
     while True:
-        staging = output.parent / f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}{STAGING_SUFFIX}"
+        staging = sibling_name(output, STAGING_SUFFIX)
         try:
             staging.mkdir(mode=0o700)
             return staging
@@ -240,31 +163,14 @@ def normalise_modes(directory: Path) -> None:
     os.chmod(directory, 0o777 & ~mask)
 
 
-def _fsync_path(path: str, directory: bool) -> None:
-    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_DIRECTORY if directory else 0)
-    fd = os.open(path, flags)
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        if error.errno not in (errno.EINVAL, errno.EROFS):  # some file systems cannot fsync a directory
-            raise
-    finally:
-        os.close(fd)
-
-
 def fsync_tree(directory: Path) -> None:
     """fsync every file, then every directory (deepest first), so the rename publishes data."""
     for root, directories, files in os.walk(directory, topdown=False):
         for name in files:
             path = os.path.join(root, name)
             if not os.path.islink(path):
-                _fsync_path(path, directory=False)
-        _fsync_path(root, directory=True)
-
-
-def fsync_directory(directory: Path) -> None:
-    """fsync a directory entry list (after a rename in it)."""
-    _fsync_path(str(directory), directory=True)
+                fsync_path(path)
+        fsync_path(root, directory=True)
 
 
 def _renameat2(source: Path, destination: Path, flags: int) -> bool:
@@ -332,12 +238,3 @@ def swap_into_place(staging: Path, output: Path) -> Path | None:
         os.rename(retired, output)
         raise
     return retired
-
-
-def remove_tree(path: Path) -> None:
-    """Delete a directory tree (or file), ignoring what is already gone."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-

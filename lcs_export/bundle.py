@@ -37,6 +37,8 @@ from typing import Any
 
 from lcs_export import atomic
 from lcs_train.errors import LcsError
+from lcs_train.files import fsync_directory, pause_point, remove_tree
+from lcs_train.files import write_json_atomic as write_json_atomic  # lcs_export.validate imports it from here
 
 MANIFEST_NAME = "manifest.json"
 PARITY_NAME = "parity.json"
@@ -511,12 +513,12 @@ def staged_directory(output: Path, check: Callable[[Path], None]) -> Iterator[Pa
         atomic.remove_stale_staging(output)
         staging = atomic.make_staging(output)
         try:
-            atomic.pause_point("staged")
+            pause_point("staged")
             yield staging
             _commit(staging, output, check)
         except BaseException:
             if staging.exists():
-                atomic.remove_tree(staging)
+                remove_tree(staging)
             raise
 
 
@@ -528,29 +530,12 @@ def _commit(staging: Path, output: Path, check: Callable[[Path], None]) -> None:
     try:
         with atomic.sigint_deferred():
             retired = atomic.swap_into_place(staging, output)
-            atomic.fsync_directory(output.parent)
-        atomic.pause_point("swapped")
+            fsync_directory(output.parent)
+        pause_point("swapped")
     except KeyboardInterrupt:
         # The new bundle is in place: say so, rather than "nothing written".
         if retired is not None:
-            atomic.remove_tree(retired)
+            remove_tree(retired)
         raise atomic.InterruptedAfterCommit from None
     if retired is not None:
-        atomic.remove_tree(retired)
-
-
-def write_json_atomic(path: Path, data: Any) -> Path:
-    """Write JSON to ``path`` through a temporary file, fsync and a rename."""
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as stream:
-            json.dump(data, stream, indent=2, allow_nan=False)
-            stream.write("\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(temporary, 0o666 & ~atomic.umask())  # mkstemp's 0600 would hide it from a web server
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    return path
+        remove_tree(retired)

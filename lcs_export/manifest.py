@@ -19,8 +19,9 @@ from typing import Any
 import jsonschema
 import numpy as np
 
-from lcs_export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, FileFacts, file_facts, read_bundle_file, write_json_atomic
+from lcs_export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, FileFacts, file_facts, read_bundle_file
 from lcs_train.errors import LcsError
+from lcs_train.files import write_json_atomic
 
 #: Version 2 gave the switch-once inference graph its own kind, ``alpha_predict`` (version 1
 #: listed it as ``alpha_input`` although it takes no alpha). Version 1 manifests are still

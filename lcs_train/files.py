@@ -1,14 +1,21 @@
 """Writing output files so that nothing half-written is ever seen or left behind.
 
-Three pieces, used by every file lcs-train writes:
+The file-safety primitives of lcs, one implementation each; lcs-train's checkpoints and
+reports and lcs-export's bundles (``lcs_export.atomic``, which adds only what is particular
+to a directory: its staging names, modes and swap) both use them:
 
 - ``atomic_write``: write a temporary sibling named ``.NAME.PID.RANDOM.tmp``, fsync it,
   rename it over ``NAME`` and fsync the directory. A reader sees the old file or the new
-  one, never a partial one, and a crash at any point leaves the old file intact.
-- ``remove_stale_temporaries``: a SIGKILL leaves the temporary behind; the pid in its name
-  tells a later run whether its writer is dead, so only dead writers' files are removed.
-- ``exclusive_output``: an ``fcntl`` lock on ``.NAME.lock`` so that a second process writing
-  the same output is refused with a clear message instead of racing the first.
+  one, never a partial one, and a crash at any point leaves the old file intact. It raises
+  ``LcsError``; ``replace_atomically`` is the same write raising the ``OSError`` itself, for
+  callers that handle a failed write (``write_json_atomic`` is one).
+- ``remove_stale_siblings``: a SIGKILL leaves a temporary (or a bundle's staging directory)
+  behind; the pid in its name, ``.NAME.PID.RANDOM.SUFFIX`` (``sibling_name``), tells a later
+  run whether its writer is dead, so only dead writers' leftovers are removed.
+- ``FileLock``: an ``fcntl.flock`` on ``.NAME.lock``, exclusive or shared, waiting a while or
+  not at all, removed by its last holder. ``exclusive_output`` is lcs-train's re-entrant
+  use of it: a second process writing the same output is refused with a clear message
+  instead of racing the first.
 
 ``LCS_TEST_PAUSE_AT=<step>`` (test-only) makes a save stop at a named step (``created``,
 ``written``, ``synced``, ``renamed``) and wait to be killed, so that tests can interrupt a
@@ -19,14 +26,16 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Self
 
 from lcs_train.errors import LcsError
 
@@ -34,6 +43,8 @@ from lcs_train.errors import LcsError
 PAUSE_ENV = "LCS_TEST_PAUSE_AT"
 #: The steps of ``atomic_write`` a test can pause at, in order.
 SAVE_STEPS = ("created", "written", "synced", "renamed")
+#: The suffix of ``atomic_write``'s temporaries.
+TEMPORARY_SUFFIX = ".tmp"
 
 # Hints for the file-system errors a user can cause, by errno.
 _OS_ERROR_HINTS = {
@@ -65,19 +76,28 @@ def user_error_from_os_error(error: OSError, action: str | None = None) -> LcsEr
     return LcsError(message, hint)
 
 
+def sibling_name(path: Path, suffix: str) -> Path:
+    """A new hidden sibling of ``path`` for staging it, ``.NAME.PID.RANDOM<suffix>``: in the
+    same directory (so the rename is atomic), with this process's pid so that a later run can
+    tell it is stale (``remove_stale_siblings``)."""
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}"
+
+
 def temporary_sibling(path: Path) -> Path:
-    """Where ``atomic_write`` stages ``path``: hidden, in the same directory (so the rename
-    is atomic), and named with this process's pid so a later run can tell it is stale."""
-    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+    """Where ``atomic_write`` stages ``path``: ``.NAME.PID.RANDOM.tmp``."""
+    return sibling_name(path, TEMPORARY_SUFFIX)
 
 
-def _writer_pid(path: Path, temporary: Path) -> int | None:
-    """The pid in a temporary's name, or None when the name is not one of ours."""
-    prefix = f".{path.name}."
-    if not (temporary.name.startswith(prefix) and temporary.name.endswith(".tmp")):
+def writer_pid(name: str, target_name: str, suffixes: tuple[str, ...]) -> int | None:
+    """The pid in ``name`` when it is a ``sibling_name`` of ``target_name`` with one of
+    ``suffixes``, else None (another file's, or not one of ours)."""
+    prefix = f".{target_name}."
+    if not name.startswith(prefix) or not name.endswith(suffixes):
         return None
-    pid = temporary.name[len(prefix):-len(".tmp")].split(".")[0]
-    return int(pid) if pid.isdigit() else None
+    parts = name[len(prefix):].split(".")
+    if len(parts) != 3 or not parts[0].isdigit():
+        return None
+    return int(parts[0])
 
 
 def process_alive(pid: int) -> bool:
@@ -93,24 +113,35 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(path: Path) -> list[Path]:
-    """Remove the temporaries of ``path`` left by writers that no longer run (a SIGKILL, a
-    power cut). A live writer's temporary is left alone. Returns what was removed."""
+def remove_tree(path: Path) -> None:
+    """Delete a directory tree (or file, or link), ignoring what is already gone."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_stale_siblings(path: Path, suffixes: tuple[str, ...]) -> list[Path]:
+    """Remove the ``sibling_name``s of ``path`` with one of ``suffixes`` left by writers that
+    no longer run (a SIGKILL, a power cut): files and directory trees alike. A live writer's
+    are left alone, and so are other outputs'. Returns what was removed."""
     removed = []
     try:
         candidates = list(path.parent.iterdir())
     except OSError:
         return removed
     for candidate in candidates:
-        pid = _writer_pid(path, candidate)
+        pid = writer_pid(candidate.name, path.name, suffixes)
         if pid is None or pid == os.getpid() or process_alive(pid):
             continue
-        try:
-            candidate.unlink()
-            removed.append(candidate)
-        except FileNotFoundError:
-            pass
+        remove_tree(candidate)
+        removed.append(candidate)
     return removed
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """``remove_stale_siblings`` for ``atomic_write``'s temporaries of ``path``."""
+    return remove_stale_siblings(path, (TEMPORARY_SUFFIX,))
 
 
 def pause_point(step: str) -> None:
@@ -131,34 +162,41 @@ def pause_point(step: str) -> None:
         time.sleep(0.05)
 
 
+def fsync_path(path: str | Path, directory: bool = False) -> None:
+    """fsync a file, or a directory's entry list; a file system that cannot fsync a directory
+    (EINVAL, EROFS) is no error, any other failure is raised."""
+    flags = os.O_RDONLY | os.O_CLOEXEC | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    except OSError as error:
+        if error.errno not in (errno.EINVAL, errno.EROFS):
+            raise
+    finally:
+        os.close(descriptor)
+
+
 def fsync_directory(directory: Path) -> None:
-    """Make a rename in ``directory`` durable (some file systems cannot; that is not an error)."""
+    """Make a rename in ``directory`` durable. Called once the rename is done, so a failure
+    here cannot undo it and is no error: some file systems cannot."""
     try:
-        handle = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(handle)
+        fsync_path(directory, directory=True)
     except OSError:
         pass
-    finally:
-        os.close(handle)
 
 
-def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+def replace_atomically(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` through ``write(handle)`` so that it is replaced whole or not at all.
 
     The file gets the mode any new file of the user gets (0666 less the umask), like the
     bundles lcs-export writes. Any exception, KeyboardInterrupt included, removes the
-    temporary and leaves an existing ``path`` untouched.
+    temporary and leaves an existing ``path`` untouched; an ``OSError`` is raised as it is
+    (``atomic_write`` turns it into a user error).
     """
     path = Path(path)
     remove_stale_temporaries(path)
     temporary = temporary_sibling(path)
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-    except OSError as error:
-        raise _cannot("write", "", path, error) from None
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         with os.fdopen(descriptor, "wb") as handle:
             pause_point("created")
@@ -172,19 +210,37 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         os.replace(temporary, path)
         pause_point("renamed")
         fsync_directory(path.parent)
-    except BaseException as error:
+    except BaseException:
         temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            # A full disk or a vanished directory mid-write: name the file being written,
-            # not its hidden temporary.
-            raise _cannot("write", "", path, error) from None
         raise
     return path
+
+
+def atomic_write(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """``replace_atomically``, a failure being one ``LcsError`` that names ``path`` (a full
+    disk or a vanished directory mid-write), not its hidden temporary."""
+    try:
+        return replace_atomically(path, write)
+    except OSError as error:
+        raise _cannot("write", "", Path(path), error) from None
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """``atomic_write`` of a bytes object."""
     return atomic_write(path, lambda handle: handle.write(data))
+
+
+def json_bytes(data: Any) -> bytes:
+    """How lcs writes a JSON file: indented, NaN and Infinity refused (``ValueError``), a
+    final newline."""
+    return (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
+
+
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """Write ``data`` as JSON (``json_bytes``) to ``path`` with ``replace_atomically``.
+    Raises ``OSError`` when it cannot be written: a caller may have somewhere else to put it."""
+    encoded = json_bytes(data)
+    return replace_atomically(path, lambda handle: handle.write(encoded))
 
 
 def check_writable_output(path: str | Path, option: str = "--out") -> Path:
@@ -219,11 +275,7 @@ def check_writable_output(path: str | Path, option: str = "--out") -> Path:
                 pass
             raise _cannot("write", option, path, error) from None
     finally:
-        for directory in created:  # deepest first
-            try:
-                directory.rmdir()
-            except OSError:
-                pass
+        _remove_created(created)
     return path
 
 
@@ -236,21 +288,134 @@ def _cannot(action: str, option: str, path: Path, error: OSError) -> LcsError:
     )
 
 
-# Locks this process holds, by absolute path, with their depth (the lock is re-entrant, so a
-# save inside a training run that holds its output's lock does not lock itself out).
-_held_locks: dict[str, int] = {}
-
-
 def lock_path_for(path: Path) -> Path:
-    """The lock file guarding ``path``."""
+    """The lock file guarding ``path``: ``.NAME.lock`` next to it."""
     return path.parent / f".{path.name}.lock"
+
+
+class FileLock:
+    """An ``fcntl.flock`` on ``lock_path_for(path)``, held from ``acquire`` to ``release``.
+
+    ``exclusive`` for writers, shared for readers; a lock another process holds is tried
+    again for ``wait`` seconds, then refused with ``busy(holder)`` (``holder``: the pid an
+    exclusive holder wrote into the file, or ``unknown``). When the lock file cannot be
+    created, ``unwritable(error)`` is raised; where ``unwritable`` is None (or returns None)
+    an existing lock file is locked read-only instead, or the block runs without a lock (a
+    read-only place: nobody can write there either). Whoever can hold the lock alone as it
+    releases it removes the file, so nothing is left behind; one left by a killed process is
+    harmless (the kernel released its lock). Not re-entrant: a second ``FileLock`` on the
+    same path in the same process is another holder.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        exclusive: bool,
+        wait: float,
+        busy: Callable[[str], LcsError],
+        unwritable: Callable[[OSError], LcsError | None] | None = None,
+    ) -> None:
+        self.target = Path(os.path.abspath(path))
+        self.path = lock_path_for(self.target)
+        self.exclusive = exclusive
+        self.wait = wait
+        self.busy = busy
+        self.unwritable = unwritable
+        self.fd: int | None = None
+
+    def acquire(self) -> Self:
+        deadline = time.monotonic() + self.wait
+        mode = fcntl.LOCK_EX if self.exclusive else fcntl.LOCK_SH
+        while True:
+            descriptor = self._open()
+            if descriptor is None:
+                return self
+            try:
+                fcntl.flock(descriptor, mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    try:
+                        holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
+                    except OSError:
+                        holder = "unknown"
+                    os.close(descriptor)
+                    raise self.busy(holder) from None
+                os.close(descriptor)
+                time.sleep(0.05)
+                continue
+            # The previous holder unlinks the lock file as it releases it: a lock taken on
+            # that unlinked file guards nothing, so start again with the current file.
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(descriptor).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(descriptor)
+        if self.exclusive:
+            try:  # who holds it, for the message of the next one refused
+                os.ftruncate(descriptor, 0)
+                os.write(descriptor, f"{os.getpid()}\n".encode())
+            except OSError:  # a lock file locked read-only
+                pass
+        self.fd = descriptor
+        return self
+
+    def _open(self) -> int | None:
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            refusal = self.unwritable(error) if self.unwritable is not None else None
+            if refusal is not None:
+                raise refusal from None
+        try:  # a read-only place: an existing lock file can still be locked
+            return os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            # Whoever can hold it alone removes the file; a failed upgrade only means
+            # another reader still has it, and that one will remove it.
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> Self:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _remove_created(created: list[Path]) -> None:
+    """Remove the directories a run created (deepest first) where it left nothing in them."""
+    for directory in created:
+        try:
+            directory.rmdir()
+        except OSError:
+            break
+
+
+# Outputs this process holds the lock of, by absolute path, with their depth (the lock is
+# re-entrant, so a save inside a training run that holds its output's lock does not lock
+# itself out).
+_held_locks: dict[str, int] = {}
 
 
 @contextmanager
 def exclusive_output(path: str | Path, option: str = "--out") -> Iterator[None]:
-    """Hold the write lock of ``path`` for the block; refuse (``LcsError``) when another
-    process holds it. The lock file is removed when the block ends; one left by a killed
-    process is harmless (the kernel released its lock) and removed by the next writer."""
+    """Hold the write lock (``FileLock``) of ``path`` for the block; refuse (``LcsError``) at
+    once when another process holds it. Re-entrant within a process."""
     path = Path(path)
     key = os.path.abspath(path)
     if key in _held_locks:
@@ -260,47 +425,29 @@ def exclusive_output(path: str | Path, option: str = "--out") -> Iterator[None]:
         finally:
             _held_locks[key] -= 1
         return
-    lock_file = lock_path_for(path)
     # Directories made for the lock are removed at the end if the run wrote nothing there.
     created = [parent for parent in path.parents if not parent.exists()]
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise _cannot("create the directory of", option, path, error) from None
-    while True:
-        try:
-            descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-        except OSError as error:
-            raise _cannot("write", option, path, error) from None
-        try:
-            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(descriptor, 32).decode(errors="replace").strip() or "unknown"
-            os.close(descriptor)
-            raise LcsError(
-                f"{option} {path} is being written by another process (pid {holder})",
-                "wait for that run to finish, or choose another output path",
-            ) from None
-        # The previous holder unlinks the lock file as it releases it: a lock taken on that
-        # unlinked file guards nothing, so start again with the current file.
-        try:
-            current = os.stat(lock_file).st_ino == os.fstat(descriptor).st_ino
-        except FileNotFoundError:
-            current = False
-        if current:
-            break
-        os.close(descriptor)
-    os.ftruncate(descriptor, 0)
-    os.write(descriptor, f"{os.getpid()}\n".encode())
+    lock = FileLock(
+        path, exclusive=True, wait=0,
+        busy=lambda holder: LcsError(
+            f"{option} {path} is being written by another process (pid {holder})",
+            "wait for that run to finish, or choose another output path",
+        ),
+        unwritable=lambda error: _cannot("write", option, path, error),
+    )
+    try:
+        lock.acquire()
+    except BaseException:
+        _remove_created(created)
+        raise
     _held_locks[key] = 1
     try:
         yield
     finally:
         del _held_locks[key]
-        lock_file.unlink(missing_ok=True)
-        os.close(descriptor)
-        for directory in created:  # deepest first; a directory holding anything stays
-            try:
-                directory.rmdir()
-            except OSError:
-                break
+        lock.release()
+        _remove_created(created)

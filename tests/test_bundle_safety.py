@@ -21,7 +21,7 @@ import pytest
 
 from bundle_helpers import copy_bundle, onnx_bundle, run_cli, tree_state
 from lcs_export import atomic
-from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, staged_bundle
+from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, staged_bundle, write_json_atomic
 from lcs_export.manifest import MANIFEST_VERSION, read_manifest
 
 SAMPLES = "40"
@@ -210,6 +210,21 @@ def test_bundle_files_and_directories_follow_the_umask(tmp_path: Path, mask: int
     directory, file = 0o777 & ~mask, 0o666 & ~mask
     assert modes == {"out": directory, "out/pkg.mlpackage": directory, "out/pkg.mlpackage/weights": directory,
                      "out/pkg.mlpackage/weights/weight.bin": file, "out/level.onnx": file}
+
+
+def test_json_files_follow_the_umask_and_a_failed_write_raises_os_error(tmp_path: Path) -> None:
+    # lcs_export.validate keeps the results elsewhere on an OSError: it must not become an LcsError.
+    previous = os.umask(0o027)
+    try:
+        written = write_json_atomic(tmp_path / PARITY_NAME, {"passed": True})
+    finally:
+        os.umask(previous)
+    assert written.read_text() == '{\n  "passed": true\n}\n' and written.stat().st_mode & 0o777 == 0o640
+    with pytest.raises(OSError):
+        write_json_atomic(tmp_path / "missing" / PARITY_NAME, {})
+    with pytest.raises(ValueError):
+        write_json_atomic(written, {"nan": float("nan")})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PARITY_NAME] and "passed" in written.read_text()
 
 
 def test_minus_zero_is_alpha_zero_in_file_names_and_the_manifest(checkpoint: Path, tmp_path: Path) -> None:

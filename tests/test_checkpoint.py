@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,3 +95,23 @@ def test_interrupted_save_keeps_the_previous_checkpoint(checkpoint_copy: Path, m
         save_checkpoint(checkpoint_copy, loaded.metadata, loaded.model_state)
     assert checkpoint_copy.read_bytes() == before
     assert [p.name for p in checkpoint_copy.parent.iterdir()] == [checkpoint_copy.name]
+
+
+def test_only_dead_writers_temporaries_of_the_same_file_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    dead = process.pid
+    target = tmp_path / "run"
+    stale = tmp_path / f".run.{dead}.0badc0de.tmp"
+    live = tmp_path / f".run.{os.getppid()}.0000beef.tmp"
+    # ``run.5``'s temporary starts with ``.run.5.``: its 5 is no pid of a writer of ``run``.
+    other = tmp_path / f".run.5.{dead}.0badc0de.tmp"
+    foreign = tmp_path / ".run.notapid.tmp"
+    for path in (stale, live, other, foreign):
+        path.write_bytes(b"x")
+    files_module.atomic_write_bytes(target, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, foreign.name, "run"])
+    assert target.read_bytes() == b"new"
