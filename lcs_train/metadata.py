@@ -9,6 +9,8 @@ refusal names the field.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from typing import Any
 
@@ -58,41 +60,7 @@ SCHEMA: dict[str, Any] = {
                 },
             },
         },
-        "method": {
-            "type": "object",
-            "required": ["name"],
-            "properties": {"name": {"enum": ["unstructured", "structured", "quantized"]}},
-            "allOf": [
-                {
-                    "if": {"properties": {"name": {"const": "unstructured"}}},
-                    "then": {
-                        "required": ["max_sparsity"],
-                        "additionalProperties": False,
-                        "properties": {"name": {}, "max_sparsity": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
-                    },
-                },
-                {
-                    "if": {"properties": {"name": {"const": "structured"}}},
-                    "then": {
-                        "required": ["min_width"],
-                        "additionalProperties": False,
-                        "properties": {"name": {}, "min_width": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}},
-                    },
-                },
-                {
-                    "if": {"properties": {"name": {"const": "quantized"}}},
-                    "then": {
-                        "required": ["high_bits", "low_bits"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "name": {},
-                            "high_bits": {"type": "integer", "minimum": 2, "maximum": 16},
-                            "low_bits": {"type": "integer", "minimum": 2, "maximum": 16},
-                        },
-                    },
-                },
-            ],
-        },
+        "method": {"type": "object", "required": ["name"]},  # completed per method by _method_schema
         "shape": {"enum": ["line", "point"]},
         "norm": {"enum": ["group", "instance"]},
         "alpha": {
@@ -166,10 +134,21 @@ def _is_integer(checker: Any, instance: Any) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-_VALIDATOR = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator,
-    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
-)(SCHEMA)
+@functools.cache
+def _validator() -> Any:
+    """The metadata validator, with each registered method's own entry (its fields' schema)."""
+    from lcs_train.methods import METHODS
+
+    schema = copy.deepcopy(SCHEMA)
+    schema["properties"]["method"]["properties"] = {"name": {"enum": sorted(METHODS)}}
+    schema["properties"]["method"]["allOf"] = [
+        {"if": {"properties": {"name": {"const": name}}}, "then": cls.metadata_schema()}
+        for name, cls in sorted(METHODS.items())
+    ]
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator,
+        type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine("integer", _is_integer),
+    )(schema)
 
 
 def _field(path: Any) -> str:
@@ -196,7 +175,7 @@ def check_schema(metadata: Any, source: str) -> None:
     """Refuse metadata of the wrong JSON type or out of range, naming the first bad field."""
     if not isinstance(metadata, dict):
         raise _refuse(source, "(the metadata itself)", f"is a JSON {type(metadata).__name__}, not an object")
-    error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(metadata))
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(metadata))
     if error is None:
         return
     if error.validator == "required" and isinstance(error.instance, dict):

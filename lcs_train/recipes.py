@@ -23,15 +23,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }
 
-#: The paper trains quantized subspaces at a quarter of the learning rate.
-QUANTIZED_LR_FACTOR = 0.25
-
-
 def recipe_defaults(name: str, method: str) -> dict[str, Any]:
     """The settings of recipe ``name`` for ``method``."""
     if name not in RECIPES:
         raise LcsError(f"unknown recipe {name!r}", f"use one of: {', '.join(RECIPES)}")
+    from lcs_train.methods import METHODS
+
     settings = dict(RECIPES[name])
-    if method == "quantized":
-        settings["lr"] *= QUANTIZED_LR_FACTOR
+    if method in METHODS:  # an unknown name is refused with the other settings
+        settings["lr"] *= METHODS[method].lr_factor
     return settings

@@ -18,7 +18,7 @@ in the registry.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor, nn
@@ -55,6 +55,8 @@ class CompressionMethod:
     compresses: ClassVar[bool] = True
     #: True when a level is a physically narrower network (its channel plan is needed).
     narrows_channels: ClassVar[bool] = False
+    #: the recipes' learning rate is multiplied by this (the paper trains quantization at 1/4).
+    lr_factor: ClassVar[float] = 1.0
 
     @property
     def max_alpha(self) -> float:
@@ -140,6 +142,13 @@ class CompressionMethod:
         if not total:
             return {}
         return {"sparsity": float(sum(int((facts.weight == 0).sum()) for facts in prunable) / total)}
+
+    @classmethod
+    def metadata_schema(cls) -> dict[str, Any]:
+        """JSON Schema of this method's checkpoint entry, from each field's ``schema`` metadata."""
+        properties = {field.name: dict(field.metadata.get("schema", {})) for field in fields(cls)}
+        return {"required": sorted(properties), "additionalProperties": False,
+                "properties": {"name": {}, **properties}}
 
     def to_metadata(self) -> dict[str, Any]:
         """The config's fields, for the checkpoint."""

@@ -9,7 +9,7 @@ inference, so a level behaves the same at batch 1 on a phone as in evaluation).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -29,8 +29,9 @@ class Quantized(CompressionMethod):
 
     name: ClassVar[str] = "quantized"
     norm: ClassVar[str] = "group"
-    high_bits: int = 8
-    low_bits: int = 3
+    lr_factor: ClassVar[float] = 0.25
+    high_bits: int = field(default=8, metadata={"schema": {"type": "integer", "minimum": 2, "maximum": 16}})
+    low_bits: int = field(default=3, metadata={"schema": {"type": "integer", "minimum": 2, "maximum": 16}})
 
     def bits(self, alpha: Tensor) -> Tensor:
         """Bit width at ``alpha`` (a tensor, so that it can be computed inside a graph)."""

@@ -6,7 +6,7 @@ matters is learned by training and a level is a physically narrower network.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -24,7 +24,7 @@ class Structured(CompressionMethod):
     norm: ClassVar[str] = "instance"
     sandwich: ClassVar[bool] = True
     narrows_channels: ClassVar[bool] = True
-    min_width: float = 0.25
+    min_width: float = field(default=0.25, metadata={"schema": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}})
 
     @property
     def max_alpha(self) -> float:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from torch import Tensor
@@ -17,7 +17,7 @@ class Unstructured(CompressionMethod):
 
     name: ClassVar[str] = "unstructured"
     norm: ClassVar[str] = "group"
-    max_sparsity: float = 0.95
+    max_sparsity: float = field(default=0.95, metadata={"schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}})
 
     @property
     def max_alpha(self) -> float:
