@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from lcs_train.materialize import materialize_level
+from lcs_train.materialize import materialize
 from lcs_export.parity import Tolerances, compare, parity_regime, reference_logits
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
@@ -66,8 +66,9 @@ def exported(trained_checkpoint, tmp_path_factory, held_out) -> Any:
 
 
 def _level(model: torch.nn.Module, alpha: float) -> Level:
-    module = materialize_level(model, alpha)
-    return Level(alpha, module, dict(module.lcs_level["compression"]))
+    materialized = materialize(model, alpha, [1, 8, 8])
+    materialized.module.lcs_prunable = list(materialized.prunable)
+    return Level(alpha, materialized.module, dict(materialized.compression))
 
 
 def _entry(artifact: Artifact) -> dict[str, Any]:

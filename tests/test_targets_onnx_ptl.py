@@ -48,7 +48,7 @@ def exported(trained_checkpoint, tmp_path_factory):
             directory = tmp_path_factory.mktemp(f"{target_name}-{method}")
             target = get_target(target_name)
             example = torch.zeros(1, 1, 8, 8)
-            levels = [Level(a, materialize_level(model, a), {}) for a in alphas]
+            levels = [Level(a, materialize_level(model, a, [1, 8, 8]), {}) for a in alphas]
             artifacts = target.export_levels(levels, example, directory, {})
             artifacts += target.export_alpha_input(model, example, directory, {})
             cache[key] = (model, directory, target, artifacts)
