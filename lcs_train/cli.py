@@ -38,6 +38,8 @@ from lcs_train.evaluate import (  # noqa: E402
     LevelResult, evaluate_subspace, parse_alphas, plot_accuracy, prepare_evaluation, write_report,
 )
 from lcs_train.files import check_writable_output, exclusive_output  # noqa: E402
+from lcs_train.methods import METHODS  # noqa: E402
+from lcs_train.models import MODELS  # noqa: E402
 from lcs_train.recipes import recipe_defaults  # noqa: E402
 from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
 
@@ -143,8 +145,8 @@ def train_with_progress(trainer: Trainer) -> None:
 @app.callback(invoke_without_command=True)
 def train(
     ctx: typer.Context,
-    model: str = typer.Option("cpreresnet20", help="Architecture: cpreresnet20 (or cpreresnet11, smaller)."),
-    method: str = typer.Option("unstructured", help="Compression: unstructured, structured or quantized."),
+    model: str = typer.Option("cpreresnet20", help=f"Architecture: {', '.join(MODELS)}."),
+    method: str = typer.Option("unstructured", help=f"Compression: {', '.join(METHODS)}."),
     shape: str = typer.Option("line", help="Subspace shape: line (LCS+L) or point (LCS+P)."),
     dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8) or cifar10 (needs --data-dir)."),
     data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's binary batches (nothing is downloaded)."),
