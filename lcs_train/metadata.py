@@ -48,7 +48,7 @@ SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["name", "arguments"],
             "properties": {
-                "name": {"enum": ["cpreresnet20", "cpreresnet11"]},
+                "name": {"type": "string"},  # completed from the model registry by _validator
                 "arguments": {
                     "type": "object",
                     "required": ["in_channels", "num_classes"],
@@ -138,8 +138,10 @@ def _is_integer(checker: Any, instance: Any) -> bool:
 def _validator() -> Any:
     """The metadata validator, with each registered method's own entry (its fields' schema)."""
     from lcs_train.methods import METHODS
+    from lcs_train.models import MODELS
 
     schema = copy.deepcopy(SCHEMA)
+    schema["properties"]["model"]["properties"]["name"] = {"enum": sorted(MODELS)}
     schema["properties"]["method"]["properties"] = {"name": {"enum": sorted(METHODS)}}
     schema["properties"]["method"]["allOf"] = [
         {"if": {"properties": {"name": {"const": name}}}, "then": cls.metadata_schema()}
