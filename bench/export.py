@@ -36,14 +36,10 @@ from lcs_train.methods import method_from_name  # noqa: E402
 from lcs_train.restore import load_subspace  # noqa: E402
 from lcs_train.shapes import shape_from_name  # noqa: E402
 from lcs_train.subspace import build_subspace, model_method  # noqa: E402
-from targets.base import Level  # noqa: E402
-from targets.onnx import (  # noqa: E402
-    AlphaInputRunner,
-    LevelRunner,
-    OnnxTarget,
-    SwitchOnceRunner,
-    _session,
-)
+from lcs_export.export import build_alpha_graph  # noqa: E402
+from targets.inputs import Level  # noqa: E402
+from targets.onnx.runner import AlphaInputRunner, LevelRunner, SwitchOnceRunner, _session  # noqa: E402
+from targets.onnx.target import OnnxOptions, OnnxTarget  # noqa: E402
 
 
 def untrained(method: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.nn.Module:
@@ -73,7 +69,8 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, bur
 
 def export_level(model: torch.nn.Module, alpha: float, example: torch.Tensor, directory: Path) -> Path:
     """Export the level at ``alpha`` with the ONNX target; returns the file."""
-    artifact = OnnxTarget().export_levels([Level(alpha, materialize_level(model, alpha), {})], example, directory, {})[0]
+    level = Level(alpha, materialize_level(model, alpha, list(example.shape[1:])), {})
+    artifact = OnnxTarget().export_levels([level], example, directory, OnnxOptions())[0]
     return directory / artifact.path
 
 
@@ -120,7 +117,7 @@ def main() -> None:
         directory = Path(temporary)
         console.log(f"subspace: {source}; {method.name}, alpha {alpha:g}")
         level = LevelRunner(export_level(model, alpha, example, directory), alpha)
-        artifacts = OnnxTarget().export_alpha_input(model, example, directory, {})
+        artifacts = OnnxTarget().export_alpha_input(build_alpha_graph(model, example), directory, OnnxOptions())
         single = AlphaInputRunner(directory / "alpha_input.onnx")
         offsets = next(a for a in artifacts if a.kind == "alpha_weights").details["constant_offsets"]
         patched = SwitchOnceRunner(directory / "alpha_weights.onnx", directory / "alpha_predict.onnx", offsets)

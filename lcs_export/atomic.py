@@ -46,8 +46,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from lcs_train.errors import LcsError
-from lcs_train.files import FileLock, fsync_path, pause_point, remove_stale_siblings, sibling_name  # noqa: F401
-# (pause_point: lcs_export.export imports it from here)
+from lcs_train.files import FileLock, fsync_path, remove_stale_siblings, sibling_name
 
 STAGING_SUFFIX = ".partial"
 RETIRED_SUFFIX = ".old"

@@ -38,7 +38,7 @@ from typing import Any
 from lcs_export import atomic
 from lcs_train.errors import LcsError
 from lcs_train.files import fsync_directory, pause_point, remove_tree
-from lcs_train.files import write_json_atomic as write_json_atomic  # lcs_export.validate imports it from here
+from lcs_train.safe_paths import UnsafeFile, path_parts
 
 MANIFEST_NAME = "manifest.json"
 PARITY_NAME = "parity.json"
@@ -87,23 +87,7 @@ class IntegrityResult:
         return "ok" if self.ok else "sha256 mismatch"
 
 
-class UnsafeFile(Exception):
-    """A file of a bundle that must not be read: the message says why."""
-
-
 # --- reading a bundle without leaving it -----------------------------------------------------
-
-
-def path_parts(relative: Any) -> list[str]:
-    """The components of a manifest path; ``UnsafeFile`` unless it is a plain relative path."""
-    if not isinstance(relative, str) or not relative or len(relative) > 4096:
-        raise UnsafeFile("is not a file name")
-    if "\0" in relative or "\\" in relative or relative.startswith("/"):
-        raise UnsafeFile("is not a relative path inside the bundle")
-    parts = relative.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise UnsafeFile("is not a plain relative path inside the bundle (no '.', '..' or '//')")
-    return parts
 
 
 def _kind_of(mode: int) -> str:
@@ -374,23 +358,6 @@ def read_bundle_file(directory: Path, name: str, limit: int = MAX_MANIFEST_BYTES
         except UnsafeFile as problem:
             raise LcsError(f"{Path(directory) / name} {problem}", "run the command again") from None
         return b"".join(chunks)
-
-
-def resolve_inside(directory: Path, relative: str) -> Path:
-    """``directory / relative`` for a manifest path, refusing any path that could leave the
-    bundle (absolute, ``..``) or pass through a symbolic link."""
-    try:
-        parts = path_parts(relative)
-    except UnsafeFile as problem:
-        raise LcsError(f"manifest lists {str(relative)[:200]!r}, which {problem} (it is outside the bundle)",
-                       "use a manifest written by lcs-export") from None
-    candidate = Path(directory)
-    for part in parts:
-        candidate = candidate / part
-        if candidate.is_symlink():
-            raise LcsError(f"manifest lists {relative!r}, which passes through a symbolic link",
-                           "use a bundle written by lcs-export (it holds no links)")
-    return candidate
 
 
 def is_bundle(path: Path) -> bool:

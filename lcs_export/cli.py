@@ -1,10 +1,9 @@
 """The ``lcs-export`` command line.
 
 One export command per registered target (``lcs-export onnx``, ``lcs-export coreml``, ...),
-generated from ``targets.TARGETS``: adding a target adds its command. A target's own options
-come from its class attribute ``cli_options`` (a list of ``TargetOption`` or dicts with the
-same fields); ``KNOWN_TARGET_OPTIONS`` covers the built-in targets that do not declare them,
-and ``--option KEY=VALUE`` passes anything else into the target's options dict.
+generated from ``targets.TARGETS``: adding a target adds its command. A target's own flags
+come from its ``Options`` dataclass (the fields whose metadata says ``flag``; see
+``targets.base.option``); ``--option KEY=VALUE`` gives any option, declared or not.
 
 Exit codes: 0 success, 1 a check failed (parity, sha256), 2 a user error (one line on
 stderr naming the input and the fix, also for a bad option and for a file-system error such
@@ -18,55 +17,32 @@ import json
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+import targets
 from lcs_export.atomic import InterruptedAfterCommit
-from lcs_export.console import (
-    CHECK_FAILED, INTERRUPTED, artifacts_table, error_console, integrity_summary, integrity_table, make_progress,
-    output_console, parity_table, print_error, print_interrupted, print_json,
-)
+from lcs_export.console import artifacts_table, integrity_summary, integrity_table, parity_table
 from lcs_export.export import DEFAULT_SAMPLE_INPUTS, ExportRequest, export_bundle
 from lcs_export.inspect_bundle import inspect_bundle, levels_table, render_inspection
 from lcs_export.parity import Tolerances
 from lcs_export.validate import ValidationResult, validate_bundle
-from lcs_train.console import exit_quietly, run_app
+from lcs_train.console import (
+    CHECK_FAILED, exit_quietly, fail, interrupted, make_progress, output_console, print_error, print_json, run_app,
+)
 from lcs_train.console import reported_user_errors as user_errors
 from lcs_train.errors import LcsError
+from targets.base import OptionSpec, Target, option_specs
 
 
-@dataclass(frozen=True)
-class TargetOption:
-    """A target-specific CLI option, stored under ``name`` in the target's options dict."""
-
-    name: str
-    type: type
-    default: Any = None
-    help: str = ""
+def target_flags(target_class: type[Target]) -> list[OptionSpec]:
+    """The options of a target that get a flag of their own (``--opset``, ``--multifunction``)."""
+    return [spec for spec in option_specs(target_class.Options) if spec.flag]
 
 
-KNOWN_TARGET_OPTIONS: dict[str, list[TargetOption]] = {
-    "onnx": [TargetOption("opset", int, None, "ONNX opset to export with (default: the target's)")],
-    "coreml": [
-        TargetOption("minimum_target", str, None, "minimum deployment target, e.g. iOS17 or iOS18"),
-        TargetOption("compute_precision", str, None, "float32 or float16"),
-        TargetOption("multifunction", bool, False, "also write one multifunction .mlpackage holding every level"),
-    ],
-}
-
-
-def target_options(target_class: type) -> list[TargetOption]:
-    """The CLI options a target takes: its own ``cli_options``, else the known ones."""
-    declared = getattr(target_class, "cli_options", None)
-    if declared is None:
-        return KNOWN_TARGET_OPTIONS.get(target_class.name, [])
-    return [item if isinstance(item, TargetOption) else TargetOption(**item) for item in declared]
-
-
-def parse_option_pairs(pairs: list[str], declared: list[TargetOption] | None = None) -> dict[str, Any]:
+def parse_option_pairs(pairs: list[str], declared: list[OptionSpec] | None = None) -> dict[str, Any]:
     """``["opset=18", "note=x"]`` -> ``{"opset": 18, "note": "x"}`` (values read as JSON when they parse).
 
     A key the target declares as an option must hold a value of the declared type
@@ -166,7 +142,7 @@ def _tolerances(values: dict[str, Any]) -> Tolerances:
                       values["min_agreement_quantized"], values["max_accuracy_drop"])
 
 
-def _export_parameters(options: list[TargetOption]) -> list[inspect.Parameter]:
+def _export_parameters(options: list[OptionSpec]) -> list[inspect.Parameter]:
     parameters = [
         inspect.Parameter("checkpoint", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Annotated[
             Path, typer.Argument(help="subspace checkpoint written by lcs-train (.safetensors)")]),
@@ -192,11 +168,11 @@ def _export_parameters(options: list[TargetOption]) -> list[inspect.Parameter]:
         flag = "--" + option.name.replace("_", "-")
         parameters.append(_keyword(f"target_{option.name}", Annotated[
             option.type if option.type is bool else option.type | None, typer.Option(flag, help=option.help)],
-            option.default))
+            False if option.type is bool else None))
     return [*parameters, _keyword("json_output", JsonOutput, False), _keyword("debug", Debug, False)]
 
 
-def _make_export_command(target_name: str, options: list[TargetOption]) -> Any:
+def _make_export_command(target_name: str, options: list[OptionSpec]) -> Any:
     """A Typer command function for one target, with its own options in its signature."""
 
     def command(**values: Any) -> None:
@@ -237,11 +213,9 @@ def _command_errors(debug: bool, output: Path | None = None) -> Iterator[None]:
         try:
             yield
         except InterruptedAfterCommit:
-            print_interrupted(f"the new bundle at {output} is complete")
-            raise SystemExit(INTERRUPTED) from None
+            interrupted(f"the new bundle at {output} is complete")
         except KeyboardInterrupt:
-            print_interrupted(f"nothing written at {output}" if output is not None else "")
-            raise SystemExit(INTERRUPTED) from None
+            interrupted(f"nothing written at {output}" if output is not None else "")
         except OSError as error:
             if debug:
                 raise
@@ -250,7 +224,7 @@ def _command_errors(debug: bool, output: Path | None = None) -> Iterator[None]:
                            "check that the path exists, is writable and its disk has space") from None
 
 
-def run_export(target_name: str, options: list[TargetOption], values: dict[str, Any]) -> None:
+def run_export(target_name: str, options: list[OptionSpec], values: dict[str, Any]) -> None:
     """Body of every ``lcs-export <target>`` command."""
     console = output_console(values["json_output"])
     with _command_errors(values["debug"], values["out"]):
@@ -265,7 +239,7 @@ def run_export(target_name: str, options: list[TargetOption], values: dict[str, 
             validate=not values["no_validate"], data=values["data"], samples=values["samples"],
             sample_inputs=values["sample_inputs"], tolerances=_tolerances(values),
         )
-        with make_progress(error_console) as progress:
+        with make_progress() as progress:
             result = export_bundle(request, progress)
     manifest = result.manifest
     if result.installed:
@@ -300,10 +274,9 @@ def _finish_validation(result: ValidationResult, console: Any, discarded: Path |
         print_error(f"{failed} of {len(result.reports)} checks ({details}){note}{unrecorded}", "parity failed")
         raise typer.Exit(CHECK_FAILED)
     if result.record_error is not None:
-        print_error(f"parity passed ({len(result.reports)} checks) but the results could not be recorded in the "
-                    f"bundle: {result.record_error}; they were written to {result.results_path}. "
-                    "Fix: validate a writable copy to record them in it", "error")
-        raise SystemExit(2)
+        fail(LcsError(f"parity passed ({len(result.reports)} checks) but the results could not be recorded in the "
+                      f"bundle: {result.record_error}; they were written to {result.results_path}",
+                      "validate a writable copy to record them in it"))
     console.print(f"[green]parity passed[/green]: {len(result.reports)} checks", highlight=False)
 
 
@@ -328,7 +301,7 @@ def validate_command(
         tolerances = _tolerances({"min_agreement": min_agreement, "max_logit_diff": max_logit_diff,
                                   "min_agreement_quantized": min_agreement_quantized,
                                   "max_accuracy_drop": max_accuracy_drop})
-        with make_progress(error_console) as progress:
+        with make_progress() as progress:
             result = validate_bundle(directory, data=data, checkpoint=checkpoint, samples=samples,
                                      tolerances=tolerances, progress=progress)
     if json_output:
@@ -404,14 +377,12 @@ def app_command(
 
 def build_app() -> typer.Typer:
     """The Typer app, with one export command per target registered now."""
-    import targets
-
     app = typer.Typer(
         name="lcs-export", no_args_is_help=True, add_completion=False,
         help="Export an LCS compressible subspace to deployable, parity-checked bundles.",
     )
     for name in sorted(targets.TARGETS):
-        command = _make_export_command(name, target_options(targets.TARGETS[name]))
+        command = _make_export_command(name, target_flags(targets.TARGETS[name]))
         app.command(name, help=command.__doc__)(command)
     app.command("validate")(validate_command)
     app.command("inspect")(inspect_command)

@@ -1,58 +1,16 @@
-"""Console conventions of ``lcs-export``: one red line per user error (exit 2), progress bars,
-and the tables every command shares (artifacts, parity, integrity)."""
+"""The tables and value formats of ``lcs-export`` (artifacts, parity, integrity). Exit codes,
+error lines, progress bars and where output goes are shared with ``lcs-train``:
+``lcs_train.console``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from lcs_export.bundle import IntegrityResult
 from lcs_export.manifest import ALPHA_INPUT_KINDS
 from lcs_export.parity import ParityReport
-from lcs_train.console import error_console  # noqa: F401 (one stderr console for both CLIs)
-
-#: Exit code of a failed check (parity, integrity); user errors exit 2 (lcs_train.console).
-CHECK_FAILED = 1
-#: Exit code after Ctrl-C (128 + SIGINT), as shells report it.
-INTERRUPTED = 130
-
-
-def print_interrupted(what: str) -> None:
-    """The one line after Ctrl-C: ``interrupted; <what is at the output>``."""
-    error_console.print(f"[bold red]interrupted[/bold red]{'; ' + what if what else ''}", highlight=False,
-                        soft_wrap=True)
-
-
-def print_error(message: str, label: str = "error") -> None:
-    """One red line on stderr: ``label: message`` (never wrapped, so it stays one line)."""
-    error_console.print(f"[bold red]{label}:[/bold red] {message}", highlight=False, soft_wrap=True)
-
-
-def output_console(json_output: bool) -> Console:
-    """Tables go to stdout, or to stderr when stdout carries ``--json``."""
-    console = Console(stderr=json_output)
-    # Piped output would default to 80 columns, too narrow for the parity table.
-    return console if console.is_terminal else Console(stderr=json_output, width=120)
-
-
-def print_json(data: Any) -> None:
-    """Machine-readable output on stdout, uncoloured."""
-    typer.echo(json.dumps(data, indent=2, allow_nan=False))
-
-
-def make_progress(console: Console) -> Progress:
-    """The progress bar of long steps (export, validation); vanishes when done. Off when the
-    console is not a terminal: there rich would leave a blank line on stderr ahead of the one
-    error line a script or a log reads."""
-    return Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
-    )
 
 
 def human_bytes(count: int) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lcs_export.atomic import pause_point
+from lcs_train.files import pause_point
 from lcs_export.bundle import PARITY_NAME, staged_bundle
 from lcs_export.levels import parse_levels
 from lcs_export.manifest import (
@@ -28,9 +28,15 @@ from lcs_export.manifest import (
 )
 from lcs_export.parity import Tolerances, reference_logits
 from lcs_export.validate import ValidationResult, load_held_out, validate_bundle
+from lcs_train.alpha_graph import AlphaInputModule, AlphaWeightsModule, alpha_predict_module
 from lcs_train.errors import LcsError
+from lcs_train.cost import count_cost
+from lcs_train.materialize import materialize
 from lcs_train.restore import checkpoint_method, load_subspace
-from lcs_train.subspace import check_model_alpha, fixed_alpha_of
+from lcs_train.subspace import check_model_alpha, fixed_alpha_of, model_method
+from targets import get_target
+from targets.base import ALPHA_INPUT, LEVELS, SWITCH_ONCE, Artifact, Target
+from targets.inputs import AlphaGraph, Level, SwitchOnce
 
 #: Held-out images embedded in the manifest for apps to self-test.
 DEFAULT_SAMPLE_INPUTS = 4
@@ -72,12 +78,8 @@ class _ParityFailed(Exception):
         self.validation = validation
 
 
-def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], progress: Any = None) -> list[Any]:
-    """Materialise each level and count its cost (``targets.base.Level`` objects)."""
-    from lcs_train.cost import count_cost
-    from lcs_train.materialize import materialize
-    from targets.base import Level
-
+def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], progress: Any = None) -> list[Level]:
+    """Materialise each level (in eval mode) and count its cost (``lcs_train.cost``)."""
     task = progress.add_task("materialising levels", total=len(alphas)) if progress is not None else None
     levels = []
     for alpha in alphas:
@@ -86,12 +88,22 @@ def build_levels(model: nn.Module, alphas: list[float], input_shape: list[int], 
         measured = stats.get("measured", {})
         # The method's own unit, as measured on the materialised weights where available.
         compression = {unit: measured.get(unit, value) for unit, value in materialized.compression.items()}
-        module = materialized.module
-        module.lcs_prunable = list(materialized.prunable)  # read by the Core ML weight compression
-        levels.append(Level(alpha=alpha, module=module, compression=compression, stats=stats))
+        levels.append(Level(alpha=alpha, module=materialized.module, compression=compression, stats=stats,
+                            prunable=list(materialized.prunable)))
         if progress is not None:
             progress.advance(task)
     return levels
+
+
+def build_alpha_graph(model: nn.Module, example: torch.Tensor, switch_once: bool = True) -> AlphaGraph:
+    """The alpha-input forms of ``model`` (in eval mode), built once for a target; the
+    switch-once pair only when asked (a target declaring ``switch_once``)."""
+    method = model_method(model)
+    pair = None
+    if switch_once:
+        weights = AlphaWeightsModule(model).eval()
+        pair = SwitchOnce(weights, alpha_predict_module(model).eval(), tuple(weights.constant_names))
+    return AlphaGraph(AlphaInputModule(model).eval(), float(method.max_alpha), method.name, example[:1], pair)
 
 
 def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
@@ -100,12 +112,13 @@ def export_bundle(request: ExportRequest, progress: Any = None) -> ExportResult:
     A bundle whose parity check fails is not installed: the result then has
     ``installed=False`` and carries the failed validation, and the output is unchanged.
     """
-    from targets import get_target
-
     if request.levels is None and not request.dynamic_alpha:
         raise LcsError("nothing to export", "pass --levels 0.0,0.5,0.9 and/or --dynamic-alpha")
     target = get_target(request.target)
-    options = target.check_options(dict(request.options))  # a bad option fails before any work
+    options = target.parse_options(dict(request.options))  # a bad option fails before any work
+    for asked, capability, flag in ((request.levels is not None, LEVELS, "--levels"),
+                                    (request.dynamic_alpha, ALPHA_INPUT, "--dynamic-alpha")):
+        require(target, capability, flag, asked)
     check_checkpoint_path(Path(request.checkpoint))
     output = Path(request.output)
     try:
@@ -141,7 +154,13 @@ def check_checkpoint_path(path: Path) -> None:
         raise LcsError(f"checkpoint {path} is not a regular file", "give the .safetensors file lcs-train wrote")
 
 
-def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], staging: Path,
+def require(target: Target, capability: str, flag: str, asked: bool = True) -> None:
+    """Refuse a request for a capability the target does not declare (the user's flag to drop)."""
+    if asked and capability not in target.capabilities:
+        raise LcsError(f"target {target.name} does not support {flag}", f"drop {flag} or use another target")
+
+
+def _write_bundle(request: ExportRequest, target: Target, options: Any, staging: Path,
                   progress: Any) -> tuple[dict[str, Any], nn.Module]:
     """Levels and artifacts into ``staging``, then its manifest (validation not yet run)."""
     model, checkpoint = load_subspace(request.checkpoint)
@@ -161,11 +180,10 @@ def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], 
     example = torch.from_numpy(held_out.images[:1].copy())
     levels = build_levels(model, alphas, input_shape, progress)
     step = progress.add_task(f"exporting to {target.name}", total=None) if progress is not None else None
-    artifacts = _supported(target, "--levels", target.export_levels, levels, example, staging, options) \
-        if levels else []
+    artifacts = list(target.export_levels(levels, example, staging, options)) if levels else []
     if request.dynamic_alpha:
-        artifacts += _supported(target, "--dynamic-alpha", target.export_alpha_input, model, example, staging,
-                                options)
+        graph = build_alpha_graph(model, example, SWITCH_ONCE in target.capabilities)
+        artifacts += target.export_alpha_input(graph, staging, options)
     if progress is not None:
         progress.update(step, total=1, completed=1)
     pause_point("artifacts")
@@ -175,20 +193,8 @@ def _write_bundle(request: ExportRequest, target: Any, options: dict[str, Any], 
     return manifest, model
 
 
-def _supported(target: Any, flag: str, verb: Any, subject: Any, example: torch.Tensor, staging: Path,
-               options: dict[str, Any]) -> list[Any]:
-    """Call a target's export verb; a verb the target does not implement is the user's option
-    to drop. Only the base class's placeholder counts as "not implemented": the same exception
-    raised from inside a converter is a real failure and keeps its message."""
-    from targets.base import Target
-
-    if getattr(type(target), verb.__name__) is getattr(Target, verb.__name__):
-        raise LcsError(f"target {target.name} does not support {flag}", f"drop {flag} or use another target")
-    return list(verb(subject, example, staging, dict(options)))
-
-
-def build_manifest(request: ExportRequest, target: Any, metadata: dict[str, Any], levels: list[Any],
-                   artifacts: list[Any], staging: Path, model: nn.Module, held_out: Any) -> dict[str, Any]:
+def build_manifest(request: ExportRequest, target: Target, metadata: dict[str, Any], levels: list[Level],
+                   artifacts: list[Artifact], staging: Path, model: nn.Module, held_out: Any) -> dict[str, Any]:
     """The manifest of a freshly staged bundle (validation not yet run)."""
     if not artifacts:
         raise RuntimeError(f"target {target.name} wrote no artifacts")

@@ -22,6 +22,7 @@ import numpy as np
 from lcs_export.bundle import BUNDLE_FORMAT, MANIFEST_NAME, FileFacts, file_facts, read_bundle_file
 from lcs_train.errors import LcsError
 from lcs_train.files import write_json_atomic
+from targets.onnx.offsets import check_constant_offsets
 
 #: Version 2 gave the switch-once inference graph its own kind, ``alpha_predict`` (version 1
 #: listed it as ``alpha_input`` although it takes no alpha). Version 1 manifests are still
@@ -37,8 +38,6 @@ ARTIFACT_KINDS = ("level", "multifunction", *ALPHA_INPUT_KINDS)
 MAX_DEPTH = 64
 #: Largest integer magnitude accepted anywhere in a manifest (int64, what every app reads).
 MAX_INTEGER = 2**63 - 1
-#: dtypes a switch-once constant may have, and their byte sizes.
-CONSTANT_DTYPES = {"float32": 4, "float16": 2, "int64": 8, "int32": 4, "uint8": 1, "int8": 1}
 
 
 @lru_cache(maxsize=1)
@@ -123,46 +122,6 @@ def _check_pair(entry: dict[str, Any], artifacts: dict[str, Any], key: str, kind
     if partner is None or partner["kind"] != kind:
         raise _manifest_error(source, f"has {entry['kind']} artifact {entry['path']!r} whose details.{key} "
                                       f"does not name an {kind} artifact of the bundle")
-
-
-def check_constant_offsets(offsets: Any, file_bytes: int, what: str) -> list[dict[str, Any]]:
-    """Validate a switch-once constant table against the predict file's size.
-
-    Each entry: ``name`` (str), ``offset`` and ``bytes`` (ints), ``dtype`` (see
-    ``CONSTANT_DTYPES``), ``shape`` (list of ints) with bytes = product(shape) * itemsize;
-    every range inside the file, no two ranges overlapping. Returns the table.
-    """
-    def bad(problem: str) -> LcsError:
-        return LcsError(f"{what}: constant_offsets {problem}", "re-export the bundle with this version of lcs-export")
-
-    if not isinstance(offsets, list) or not offsets:
-        raise bad("is missing or empty")
-    ranges, names = [], set()
-    for index, item in enumerate(offsets):
-        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-            raise bad(f"entry {index} has no name")
-        fields = [item.get(key) for key in ("offset", "bytes")]
-        if any(not isinstance(v, int) or isinstance(v, bool) or v < 0 for v in fields):
-            raise bad(f"entry {item['name']!r} has no valid offset and byte count")
-        offset, size = fields
-        shape = item.get("shape")
-        if item.get("dtype") not in CONSTANT_DTYPES or not isinstance(shape, list) or any(
-                not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape):
-            raise bad(f"entry {item['name']!r} has no valid dtype and shape")
-        if math.prod(shape) * CONSTANT_DTYPES[item["dtype"]] != size:
-            raise bad(f"entry {item['name']!r} has {size} bytes, but its shape and dtype make "
-                      f"{math.prod(shape) * CONSTANT_DTYPES[item['dtype']]}")
-        if offset + size > file_bytes:
-            raise bad(f"entry {item['name']!r} ends at byte {offset + size}, past the file's {file_bytes}")
-        if item["name"] in names:
-            raise bad(f"names {item['name']!r} twice")
-        names.add(item["name"])
-        ranges.append((offset, offset + size, item["name"]))
-    ranges.sort()
-    for (_, end, first), (start, _, second) in zip(ranges, ranges[1:]):
-        if start < end:
-            raise bad(f"entries {first!r} and {second!r} overlap")
-    return offsets
 
 
 def upgrade_manifest(manifest: dict[str, Any]) -> dict[str, Any]:

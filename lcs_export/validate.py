@@ -27,13 +27,15 @@ import numpy as np
 from torch import nn
 
 from lcs_export.atomic import BundleLock
-from lcs_export.bundle import PARITY_NAME, IntegrityResult, sha256_if_size, verified_copy, write_json_atomic
+from lcs_export.bundle import PARITY_NAME, IntegrityResult, sha256_if_size, verified_copy
+from lcs_train.files import write_json_atomic
 from lcs_export.manifest import ALPHA_INPUT_KINDS, now, read_manifest, write_manifest
 from lcs_export.parity import ParityReport, ReferenceCache, Tolerances, compare, parity_regime, run_batched
 from lcs_train.data import DATASETS, load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.methods import method_from_metadata
 from lcs_train.restore import load_subspace
+from targets import get_target
 
 #: Datasets read from installed packages; only the others take a --data directory.
 EMBEDDED_DATASETS = ("mnist", "digits")
@@ -193,8 +195,6 @@ def validate_bundle(
 def _run_checks(copy: Path, manifest: dict[str, Any], model: nn.Module, held_out: HeldOut, tolerances: Tolerances,
                 progress: Any) -> tuple[list[ParityReport], str]:
     """Every planned (artifact, alpha) check, run from the verified copy."""
-    from targets import get_target
-
     target = get_target(manifest["target"]["name"])
     runtime = target.describe_runtime()
     method = method_from_metadata(manifest["source"]["method"])

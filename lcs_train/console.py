@@ -1,22 +1,31 @@
-"""Shared console conventions of the CLIs: one red line per user error (exit code 2), one
-line for Ctrl-C (exit code 130), and a clean exit however the run ends.
+"""The console conventions of both CLIs (``lcs-train`` and ``lcs-export``), in one module:
 
-Both ``lcs-train`` and ``lcs-export`` run their commands inside ``reported_user_errors`` and
-their apps through ``run_app``, so every way a user can end a run reads the same.
+- exit codes: 0 success, ``CHECK_FAILED`` (1) a failed check, ``USER_ERROR`` (2) anything a user
+  can fix, ``INTERRUPTED`` (130) Ctrl-C;
+- one red line per error (``fail``, ``print_error``), one line for Ctrl-C (``interrupted``),
+  a clean exit however the run ends (``run_app``, ``exit_quietly``);
+- where output goes (``output_console``, ``print_json``) and the progress bar of long steps
+  (``make_progress``).
+
+Both CLIs run their commands inside ``reported_user_errors`` and their apps through
+``run_app``, so every way a user can end a run reads the same. It lives in ``lcs_train``
+because ``lcs_export`` may import ``lcs_train`` and never the reverse.
 """
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from lcs_train.errors import LcsError
 from lcs_train.files import user_error_from_os_error
@@ -24,18 +33,30 @@ from lcs_train.files import user_error_from_os_error
 console = Console()
 error_console = Console(stderr=True)
 
+#: exit code of a failed check (parity, integrity)
+CHECK_FAILED = 1
 #: exit code of a user error (bad option, missing or corrupt file, a file-system error)
 USER_ERROR = 2
 #: exit code of a run stopped by Ctrl-C (128 + SIGINT, what shells report)
 INTERRUPTED = 130
 
 
-def fail(error: LcsError) -> NoReturn:
-    """Print a user error in one red line with its hint, and exit with code 2."""
+def _error_line(label: str, markup: str) -> None:
+    # Never wrapped, so it stays one line for a script or a log to read.
+    error_console.print(f"[bold red]{label}:[/bold red] {markup}", highlight=False, soft_wrap=True)
+
+
+def print_error(message: str, label: str = "error") -> None:
+    """One red line on stderr: ``label: message`` (a failed check says ``parity failed: ...``)."""
     # Messages carry paths and values from the user: escape them, or a "[/x]" in a file name
     # would be read as rich markup (and crash the printing of the error).
+    _error_line(label, escape(message))
+
+
+def fail(error: LcsError) -> NoReturn:
+    """Print a user error in one red line with its hint, and exit with code 2."""
     hint = f" [dim]Fix: {escape(error.hint)}[/dim]" if error.hint else ""
-    error_console.print(f"[bold red]error:[/bold red] {escape(error.message)}.{hint}", highlight=False, soft_wrap=True)
+    _error_line("error", f"{escape(error.message)}.{hint}")
     raise SystemExit(USER_ERROR)
 
 
@@ -43,11 +64,16 @@ def fail(error: LcsError) -> NoReturn:
 _interrupt_reported = False
 
 
-def interrupted(outcome: str) -> NoReturn:
+def _interrupted_line(outcome: str) -> None:
+    said = f"; {escape(outcome)}" if outcome else ""
+    error_console.print(f"[bold yellow]interrupted[/bold yellow]{said}", highlight=False, soft_wrap=True)
+
+
+def interrupted(outcome: str = "") -> NoReturn:
     """Print one line for a Ctrl-C, saying what was kept or not written, and exit with 130."""
     global _interrupt_reported
     _interrupt_reported = True
-    error_console.print(f"[bold yellow]interrupted[/bold yellow]; {escape(outcome)}", highlight=False, soft_wrap=True)
+    _interrupted_line(outcome)
     raise SystemExit(INTERRUPTED)
 
 
@@ -124,13 +150,10 @@ def run_app(app: typer.Typer, args: list[str] | None = None, prog_name: str | No
         result = command.main(args=args, prog_name=prog_name, standalone_mode=False)
     except _usage_error_types() as error:
         message = error.format_message()  # type: ignore[attr-defined]
-        error_console.print(
-            f"[bold red]error:[/bold red] {escape(message.rstrip('.'))}. [dim]Fix: see {escape(name)} --help[/dim]",
-            highlight=False, soft_wrap=True,
-        )
+        _error_line("error", f"{escape(message.rstrip('.'))}. [dim]Fix: see {escape(name)} --help[/dim]")
         return USER_ERROR
     except (typer.Abort, KeyboardInterrupt):
-        error_console.print("[bold yellow]interrupted[/bold yellow]; nothing was written", highlight=False)
+        _interrupted_line("nothing was written")
         return INTERRUPTED
     except SystemExit as error:
         return error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
@@ -138,7 +161,7 @@ def run_app(app: typer.Typer, args: list[str] | None = None, prog_name: str | No
     if code == INTERRUPTED and not _interrupt_reported:
         # Typer turns a Ctrl-C that lands outside a command body (while parsing the options)
         # into a silent exit 130; no command had started, so nothing was written.
-        error_console.print("[bold yellow]interrupted[/bold yellow]; nothing was written", highlight=False)
+        _interrupted_line("nothing was written")
     return code
 
 
@@ -161,3 +184,24 @@ def exit_quietly(code: int) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
+
+def output_console(json_output: bool) -> Console:
+    """Tables go to stdout, or to stderr when stdout carries ``--json``."""
+    console = Console(stderr=json_output)
+    # Piped output would default to 80 columns, too narrow for the parity table.
+    return console if console.is_terminal else Console(stderr=json_output, width=120)
+
+
+def print_json(data: Any) -> None:
+    """Machine-readable output on stdout, uncoloured."""
+    typer.echo(json.dumps(data, indent=2, allow_nan=False))
+
+
+def make_progress(console: Console = error_console) -> Progress:
+    """The progress bar of long steps (export, validation); vanishes when done. Off when the
+    console is not a terminal: there rich would leave a blank line on stderr ahead of the one
+    error line a script or a log reads."""
+    return Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=console, transient=True, disable=not console.is_terminal,
+    )

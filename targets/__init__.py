@@ -1,4 +1,4 @@
-"""Deployment targets, one module each (onnx, torchscript_lite, coreml).
+"""Deployment targets: ``onnx`` and ``coreml`` (packages), ``torchscript_lite`` (a module).
 
 Importing this package registers the built-in targets; a missing optional runtime only
 disables its own target.
@@ -10,16 +10,17 @@ import importlib
 import logging
 import sys
 
-from targets.base import TARGETS, Artifact, Level, Runner, Target, get_target, register_target
+from targets.base import TARGETS, Artifact, Runner, Target, get_target, register_target
+from targets.inputs import AlphaGraph, Level, SwitchOnce
 
 # Off macOS, coremltools warns at import that its prediction library is missing. That is
-# expected here (parity then runs through targets.mil_interpreter), so the import is quiet.
+# expected here (parity then runs through targets.coreml.mil_interpreter), so the import is quiet.
 _coremltools_logger = logging.getLogger("coremltools")
 _level = _coremltools_logger.level
 if sys.platform != "darwin":
     _coremltools_logger.setLevel(logging.ERROR)
 try:
-    for _module in ("targets.onnx", "targets.torchscript_lite", "targets.coreml"):
+    for _module in ("targets.onnx.target", "targets.torchscript_lite", "targets.coreml.target"):
         try:
             importlib.import_module(_module)
         except ModuleNotFoundError as error:  # its runtime is not installed
@@ -28,4 +29,5 @@ try:
 finally:
     _coremltools_logger.setLevel(_level)
 
-__all__ = ["TARGETS", "Artifact", "Level", "Runner", "Target", "get_target", "register_target"]
+__all__ = ["TARGETS", "AlphaGraph", "Artifact", "Level", "Runner", "SwitchOnce", "Target", "get_target",
+           "register_target"]

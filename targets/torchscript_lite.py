@@ -2,7 +2,7 @@
 
 Each level is the materialised module traced with ``torch.jit.trace`` and written with
 ``_save_for_lite_interpreter``; quantized levels keep their uint8 weight codes as buffers,
-dequantized in the graph. The alpha-input file is the traced ``AlphaInputModule``:
+dequantized in the graph. The alpha-input file is the traced ``AlphaGraph.module``:
 ``forward(input, alpha)`` with alpha float32 [1], clamped to the trained range in the graph.
 
 ``torch.utils.mobile_optimizer.optimize_for_mobile`` is tried on every module; wheels built
@@ -23,10 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lcs_train.alpha_graph import AlphaInputModule
 from lcs_train.errors import LcsError
-from lcs_train.subspace import model_method
-from targets.base import Artifact, Level, Target, artifact_path, register_target
+from targets.base import ALPHA_INPUT, LEVELS, Artifact, NoOptions, Target, artifact_path, register_target
+from targets.inputs import AlphaGraph, Level
 
 ALPHA_TOLERANCE = 1e-6
 
@@ -56,7 +55,7 @@ def _optimize(traced: torch.jit.ScriptModule) -> tuple[torch.jit.ScriptModule, d
 
 def _save(module: nn.Module, example: tuple[Tensor, ...], path: Path) -> dict[str, Any]:
     with _quiet(), torch.no_grad():
-        traced = torch.jit.trace(module.eval(), example, check_trace=False)
+        traced = torch.jit.trace(module, example, check_trace=False)
         optimized, details = _optimize(traced)
         optimized._save_for_lite_interpreter(str(path))
     return details
@@ -103,10 +102,10 @@ class TorchScriptLiteTarget(Target):
 
     name = "torchscript-lite"
     runtime = f"torch lite interpreter {torch.__version__}"
+    Options = NoOptions
+    capabilities = frozenset({LEVELS, ALPHA_INPUT})
 
-    def export_levels(
-        self, levels: list[Level], example: Tensor, directory: Path, options: dict[str, Any]
-    ) -> list[Artifact]:
+    def export_levels(self, levels: list[Level], example: Tensor, directory: Path, options: NoOptions) -> list[Artifact]:
         """One traced .ptl per level."""
         artifacts = []
         for level in levels:
@@ -116,14 +115,11 @@ class TorchScriptLiteTarget(Target):
             artifacts.append(Artifact(path.name, "level", [level.alpha], details))
         return artifacts
 
-    def export_alpha_input(
-        self, subspace: nn.Module, example: Tensor, directory: Path, options: dict[str, Any]
-    ) -> list[Artifact]:
-        """The traced AlphaInputModule: forward(input, alpha float32 [1]) -> logits."""
-        method = model_method(subspace)
-        alphas = [0.0, float(method.max_alpha)]
+    def export_alpha_input(self, graph: AlphaGraph, directory: Path, options: NoOptions) -> list[Artifact]:
+        """The traced alpha-input module: forward(input, alpha float32 [1]) -> logits."""
+        alphas = graph.alphas
         path = Path(directory) / "alpha_input.ptl"
-        details = _save(AlphaInputModule(subspace), (example, torch.zeros(1)), path)
+        details = _save(graph.module, (graph.example, torch.zeros(1)), path)
         details.update({
             "mode": "single_graph", "inputs": ["input", "alpha"], "outputs": ["logits"],
             "alpha_clamped_to": alphas,

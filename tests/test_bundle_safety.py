@@ -21,7 +21,8 @@ import pytest
 
 from bundle_helpers import copy_bundle, onnx_bundle, run_cli, tree_state
 from lcs_export import atomic
-from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, staged_bundle, write_json_atomic
+from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, staged_bundle
+from lcs_train.files import write_json_atomic
 from lcs_export.manifest import MANIFEST_VERSION, read_manifest
 
 SAMPLES = "40"

@@ -1,7 +1,7 @@
 """Core ML target: levels, multifunction and alpha-input packages, checked from the saved files.
 
 What runs where: Core ML prediction (``MLModel.predict``) exists only on macOS, so on Linux
-every package is executed by ``targets.mil_interpreter`` (the runner's ``path_used`` is
+every package is executed by ``targets.coreml.mil_interpreter`` (the runner's ``path_used`` is
 "mil-interpreter"); the one test that needs Core ML itself is skipped there and says so.
 Conversions are shared per method through module-scoped fixtures (point subspaces, two levels
 each), so the file runs in about two minutes on two cores.
@@ -23,11 +23,14 @@ from lcs_export.parity import Tolerances, compare, parity_regime, reference_logi
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.restore import load_subspace
+from lcs_train.subspace import model_method
 from targets import get_target
-from targets.base import Artifact, Level
-from targets.coreml import function_name
-from targets.coreml_runner import MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
-from targets.coreml_weights import sparsity_of, weights_evidence
+from lcs_export.export import build_alpha_graph
+from targets.base import Artifact
+from targets.coreml.target import function_name
+from targets.inputs import Level
+from targets.coreml.runner import MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
+from targets.coreml.weights import sparsity_of, weights_evidence
 
 #: Two levels per method: the ends that exercise every storage format.
 LEVELS = {
@@ -57,8 +60,9 @@ def exported(trained_checkpoint, tmp_path_factory, held_out) -> Any:
             directory = tmp_path_factory.mktemp(f"coreml-{method}")
             example = torch.from_numpy(held_out[0][:1])
             target = get_target("coreml")
-            artifacts = target.export_levels(levels, example, directory, {"multifunction": True})
-            artifacts += target.export_alpha_input(model, example, directory, {})
+            artifacts = target.export_levels(levels, example, directory, target.parse_options({"multifunction": True}))
+            artifacts += target.export_alpha_input(build_alpha_graph(model, example, switch_once=False), directory,
+                                                   target.parse_options({}))
             cache[method] = {"model": model, "levels": levels, "directory": directory, "artifacts": artifacts}
         return cache[method]
 
@@ -67,8 +71,11 @@ def exported(trained_checkpoint, tmp_path_factory, held_out) -> Any:
 
 def _level(model: torch.nn.Module, alpha: float) -> Level:
     materialized = materialize(model, alpha, [1, 8, 8])
-    materialized.module.lcs_prunable = list(materialized.prunable)
-    return Level(alpha, materialized.module, dict(materialized.compression))
+    return Level(alpha, materialized.module, dict(materialized.compression), prunable=list(materialized.prunable))
+
+
+def _options(values: dict[str, Any]) -> Any:
+    return get_target("coreml").parse_options(values)
 
 
 def _entry(artifact: Artifact) -> dict[str, Any]:
@@ -80,7 +87,7 @@ def _check(model, directory: Path, artifact: Artifact, alpha: float, held_out, c
     runner = get_target("coreml").load(directory, _entry(artifact))
     assert runner.path_used == MIL_INTERPRETER or coreml_prediction_available()
     images, labels = held_out
-    reference_alpha = min(alpha, float(model.lcs_method.max_alpha))
+    reference_alpha = min(alpha, float(model_method(model).max_alpha))
     return compare(
         runner.run(images, alpha), reference_logits(model, images, reference_alpha), labels,
         artifact=artifact.path, kind=artifact.kind, alpha=alpha, reference_alpha=reference_alpha,
@@ -125,9 +132,9 @@ def test_alpha_input_package_matches_pytorch_across_alphas(exported, held_out, m
     run = exported(method)
     (artifact,) = _by_kind(run["artifacts"], "alpha_input")
     assert artifact.details["inputs"] == ["input", "alpha"]
-    top = float(run["model"].lcs_method.max_alpha)
+    top = float(model_method(run["model"]).max_alpha)
     for alpha in sorted({*LEVELS[method], 0.37 * top, top, top + 0.03}):  # last one is clamped
-        compression = run["model"].lcs_method.level(min(alpha, top))
+        compression = model_method(run["model"]).level(min(alpha, top))
         report = _check(run["model"], run["directory"], artifact, alpha, held_out, compression)
         assert report.passed, (alpha, report.failures)
 
@@ -139,7 +146,7 @@ def test_unstructured_weights_are_stored_sparse_with_the_levels_mask(exported):
     level = run["levels"][1]
     evidence = weights_evidence(run["directory"] / sparse.path)
     compressed = sparse.details["compressed_layers"]
-    assert set(compressed) == set(level.module.lcs_prunable)  # every prunable layer, however small
+    assert set(compressed) == set(level.prunable)  # every prunable layer, however small
     for layer, facts in compressed.items():
         weight = level.module.get_submodule(layer).weight.detach().numpy()
         stored = evidence[facts["op"]]
@@ -150,7 +157,7 @@ def test_unstructured_weights_are_stored_sparse_with_the_levels_mask(exported):
 
 
 def test_quantized_weights_are_stored_as_the_levels_own_integer_codes(exported):
-    from targets.mil_interpreter import load_program
+    from targets.coreml.mil_interpreter import load_program
 
     run = exported("quantized")
     for level, artifact in zip(run["levels"], _by_kind(run["artifacts"], "level")):
@@ -159,7 +166,7 @@ def test_quantized_weights_are_stored_as_the_levels_own_integer_codes(exported):
         program = load_program(run["directory"] / artifact.path).function()
         ops = {op.name: op for op in program.operations}
         compressed = artifact.details["compressed_layers"]
-        assert set(compressed) == set(level.module.lcs_prunable)
+        assert set(compressed) == set(level.prunable)
         for layer, facts in compressed.items():
             stored = evidence[facts["op"]]
             assert stored["op"] == "constexpr_blockwise_shift_scale"
@@ -192,7 +199,7 @@ def test_float16_export_tracks_pytorch(trained_checkpoint, tmp_path, held_out):
     model, _ = load_subspace(trained_checkpoint("unstructured", "point"))
     level = _level(model, 0.9)
     (artifact,) = get_target("coreml").export_levels(
-        [level], torch.from_numpy(held_out[0][:1]), tmp_path, {"compute_precision": "float16"}
+        [level], torch.from_numpy(held_out[0][:1]), tmp_path, _options({"compute_precision": "float16"})
     )
     assert artifact.details["weight_storage"] == "sparse"
     report = _check(model, tmp_path, artifact, 0.9, held_out, level.compression)
@@ -249,14 +256,15 @@ def test_coreml_predict_agrees_with_the_interpreter(exported, held_out):  # prag
 )
 def test_bad_options_are_user_errors(options, words, tmp_path):
     with pytest.raises(LcsError, match=words) as error:
-        get_target("coreml").export_levels([], torch.zeros(1, 1, 8, 8), tmp_path, options)
+        get_target("coreml").parse_options(options)
     assert error.value.hint
 
 
 def test_four_bit_levels_need_ios18(exported, tmp_path):
     three_bit = exported("quantized")["levels"][1]
     with pytest.raises(LcsError, match="iOS18") as error:
-        get_target("coreml").export_levels([three_bit], torch.zeros(1, 1, 8, 8), tmp_path, {"minimum_target": "iOS17"})
+        get_target("coreml").export_levels([three_bit], torch.zeros(1, 1, 8, 8), tmp_path,
+                                           _options({"minimum_target": "iOS17"}))
     assert "--minimum-target iOS18" in error.value.hint
     assert not list(tmp_path.iterdir())  # refused before writing anything
 
@@ -265,7 +273,7 @@ def test_eight_bit_levels_convert_for_ios17(exported, held_out, tmp_path):
     run = exported("quantized")
     eight_bit = run["levels"][0]
     (artifact,) = get_target("coreml").export_levels(
-        [eight_bit], torch.from_numpy(held_out[0][:1]), tmp_path, {"minimum_target": "iOS17"}
+        [eight_bit], torch.from_numpy(held_out[0][:1]), tmp_path, _options({"minimum_target": "iOS17"})
     )
     evidence = weights_evidence(tmp_path / artifact.path)
     ops = {evidence[f["op"]]["op"] for f in artifact.details["compressed_layers"].values()}
@@ -307,15 +315,16 @@ def test_alpha_input_program_of_a_line_subspace(trained_checkpoint, tmp_path, he
     """Lines interpolate every weight in the program; the converter must get primitive ops."""
     model, _ = load_subspace(trained_checkpoint("unstructured", "line"))
     example = torch.from_numpy(held_out[0][:1])
-    (artifact,) = get_target("coreml").export_alpha_input(model, example, tmp_path, {})
-    top = float(model.lcs_method.max_alpha)
+    graph = build_alpha_graph(model, example, switch_once=False)
+    (artifact,) = get_target("coreml").export_alpha_input(graph, tmp_path, _options({}))
+    top = float(model_method(model).max_alpha)
     for alpha in (0.0, 0.41 * top, top):
-        report = _check(model, tmp_path, artifact, alpha, held_out, model.lcs_method.level(alpha))
+        report = _check(model, tmp_path, artifact, alpha, held_out, model_method(model).level(alpha))
         assert report.passed, (alpha, report.failures)
 
 
 def test_packages_hold_no_stray_debug_map_and_sizes_count_only_real_files(exported):
-    from targets.coreml import STRAY_PACKAGE_FILES, package_bytes
+    from targets.coreml.target import STRAY_PACKAGE_FILES, package_bytes
 
     run = exported("unstructured")
     for artifact in run["artifacts"]:
@@ -336,8 +345,8 @@ def test_a_nan_alpha_runs_as_alpha_zero_in_the_alpha_input_package(exported, hel
 
 
 def test_coremltools_progress_bars_do_not_reach_the_terminal(capfd):
-    from targets.coreml_convert import convert_module
-    from targets.coreml_options import parse_options
+    from targets.coreml.convert import convert_module
+    from targets.coreml.options import parse_options
 
     module = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     convert_module(module, [torch.zeros(2, 1, 2, 2)], ["input"], parse_options({}))

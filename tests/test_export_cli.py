@@ -2,14 +2,16 @@
 
 The export commands run the registered targets (ONNX Runtime; TorchScript Lite when it is
 registered). ``torchscript-test`` below is a second real target (TorchScript files run by
-torch.jit) used where a test needs a target to misbehave on purpose.
+torch.jit) used where a test needs a target to misbehave on purpose; it is registered by the
+module's autouse fixture and removed after, never at import.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,7 @@ import targets
 from lcs_export.bundle import sha256_of
 from lcs_export.cli import build_app
 from lcs_export.manifest import read_manifest, validate_manifest
-from targets.base import Artifact, Target, register_target
+from targets.base import LEVELS, Artifact, Target, option, register_target
 
 runner = CliRunner()
 REAL_TARGETS = [name for name in ("onnx", "torchscript-lite") if name in targets.TARGETS]
@@ -38,16 +40,22 @@ class _ScriptRunner:
             return self.module(torch.from_numpy(images)).numpy()
 
 
-@register_target
+@dataclass(frozen=True)
+class ScriptTestOptions:
+    crash_after_first: bool = option(False, "write half a file, then fail", flag=False)
+
+
 class ScriptTestTarget(Target):
     """TorchScript level files run by torch.jit; no alpha-input graph."""
 
     name = "torchscript-test"
     runtime = f"torch.jit {torch.__version__}"
+    Options = ScriptTestOptions
+    capabilities = frozenset({LEVELS})
 
     def export_levels(self, levels: list[Any], example: torch.Tensor, directory: Path,
-                      options: dict[str, Any]) -> list[Artifact]:
-        if options.get("crash_after_first"):
+                      options: ScriptTestOptions) -> list[Artifact]:
+        if options.crash_after_first:
             (directory / "half_written.pt").write_bytes(b"partial")
             raise RuntimeError("simulated crash in the exporter")
         artifacts = []
@@ -60,6 +68,17 @@ class ScriptTestTarget(Target):
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> _ScriptRunner:
         return _ScriptRunner(torch.jit.load(str(directory / artifact["path"])))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def script_test_target() -> Iterator[type[Target]]:
+    """``torchscript-test`` registered for this module's tests only."""
+    assert ScriptTestTarget.name not in targets.TARGETS
+    register_target(ScriptTestTarget)
+    try:
+        yield ScriptTestTarget
+    finally:
+        del targets.TARGETS[ScriptTestTarget.name]
 
 
 def invoke(*arguments: str) -> Any:
@@ -242,20 +261,37 @@ def test_validate_refuses_data_of_another_shape(bundle: Path, tmp_path: Path) ->
     assert result.exit_code == 2 and "28x28" in result.output
 
 
-def test_a_converter_failure_is_not_reported_as_an_unsupported_flag(tmp_path: Path) -> None:
-    """Only the Target placeholder means 'unsupported'; a converter's own NotImplementedError
-    (say, an op it lacks) must surface with its message."""
-    from lcs_export.export import _supported
+def test_a_converter_failure_is_not_reported_as_an_unsupported_flag(checkpoint: Path, tmp_path: Path) -> None:
+    """Only a capability the target does not declare means 'unsupported'; a converter's own
+    NotImplementedError (say, an op it lacks) must surface with its message."""
+    from lcs_export.export import ExportRequest, export_bundle, require
     from lcs_train.errors import LcsError
-    from targets.base import Target
 
-    class Failing(Target):
+    class Failing(ScriptTestTarget):
         name = "failing"
+        capabilities = frozenset({LEVELS})
 
-        def export_alpha_input(self, subspace, example, directory, options):
+        def export_levels(self, levels, example, directory, options):
             raise NotImplementedError("aten::lerp is not supported")
 
-    with pytest.raises(NotImplementedError, match="lerp"):
-        _supported(Failing(), "--dynamic-alpha", Failing().export_alpha_input, None, None, tmp_path, {})
-    with pytest.raises(LcsError, match="does not support --levels"):
-        _supported(Failing(), "--levels", Failing().export_levels, [], None, tmp_path, {})
+    register_target(Failing)
+    try:
+        with pytest.raises(NotImplementedError, match="lerp"):
+            export_bundle(ExportRequest("failing", checkpoint, tmp_path / "out", levels="0.5", validate=False))
+        with pytest.raises(LcsError, match="does not support --dynamic-alpha") as error:
+            export_bundle(ExportRequest("failing", checkpoint, tmp_path / "out", dynamic_alpha=True))
+        assert error.value.hint == "drop --dynamic-alpha or use another target"
+        require(Failing(), LEVELS, "--levels")  # declared: no error
+    finally:
+        del targets.TARGETS["failing"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_target_must_implement_what_it_declares() -> None:
+    class Boasting(Target):
+        name = "boasting"
+        capabilities = frozenset({LEVELS})
+
+    with pytest.raises(TypeError, match="does not implement export_levels"):
+        register_target(Boasting)
+    assert "boasting" not in targets.TARGETS

@@ -1,4 +1,4 @@
-"""Tests for the NumPy Core ML ML-program interpreter (targets.mil_interpreter).
+"""Tests for the NumPy Core ML ML-program interpreter (targets.coreml.mil_interpreter).
 
 Real conversions of small torch modules are saved as .mlpackage, read back and run; outputs are
 compared with PyTorch (fp32 and fp16), compressed packages with coremltools' own
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mil_helpers as H
-from targets.mil_interpreter import (
+from targets.coreml.mil_interpreter import (
     FunctionNotFoundError,
     InputShapeError,
     MissingInputError,

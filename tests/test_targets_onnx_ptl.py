@@ -15,7 +15,9 @@ from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.restore import load_subspace
 from lcs_train.subspace import at_alpha, model_method
-from targets.base import Artifact, Level, get_target
+from lcs_export.export import build_alpha_graph
+from targets.base import Artifact, get_target
+from targets.inputs import Level
 
 #: (method, shape, level alphas): quantized levels at 8 and 4 bits.
 CASES = {
@@ -49,8 +51,9 @@ def exported(trained_checkpoint, tmp_path_factory):
             target = get_target(target_name)
             example = torch.zeros(1, 1, 8, 8)
             levels = [Level(a, materialize_level(model, a, [1, 8, 8]), {}) for a in alphas]
-            artifacts = target.export_levels(levels, example, directory, {})
-            artifacts += target.export_alpha_input(model, example, directory, {})
+            options = target.parse_options({})
+            artifacts = target.export_levels(levels, example, directory, options)
+            artifacts += target.export_alpha_input(build_alpha_graph(model, example), directory, options)
             cache[key] = (model, directory, target, artifacts)
         return cache[key]
 
@@ -167,7 +170,7 @@ def test_add_initializer_is_silently_wrong_with_any_graph_optimisation(exported,
     ORT_DISABLE_ALL and byte patching give the logits of the requested alpha."""
     import onnxruntime as ort
 
-    from targets.onnx import SwitchOnceRunner, _session
+    from targets.onnx.runner import SwitchOnceRunner, _session
 
     directory, weights, predict = _switch_once(exported, "unstructured")
     runner = SwitchOnceRunner(directory / weights.path, directory / predict.path,
@@ -206,7 +209,7 @@ def test_a_nan_alpha_runs_as_alpha_zero_in_every_onnx_alpha_graph(exported, held
 
 def test_each_onnx_artifact_records_the_opset_of_its_own_file(exported) -> None:
     _, directory, _, artifacts = exported("quantized", "onnx")
-    from targets.onnx import file_opset
+    from targets.onnx.files import file_opset
 
     opsets = {a.path: a.details["opset"] for a in artifacts}
     for artifact in artifacts:
@@ -221,4 +224,4 @@ def test_each_onnx_artifact_records_the_opset_of_its_own_file(exported) -> None:
 ])
 def test_bad_onnx_options_are_refused_before_any_work(options: dict, message: str) -> None:
     with pytest.raises(LcsError, match=message):
-        get_target("onnx").check_options(dict(options))
+        get_target("onnx").parse_options(dict(options))

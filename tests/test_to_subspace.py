@@ -20,7 +20,8 @@ from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d, CompressibleLinear, CompressibleNorm
 from lcs_train.materialize import materialize, materialize_level
 from lcs_train.subspace import line_cosine_squared, model_method
-from targets.base import Level, get_target
+from targets import get_target
+from targets.inputs import Level
 
 
 @pytest.mark.parametrize("settings", [
@@ -111,8 +112,8 @@ def test_torchvision_resnet18_trains_and_exports_to_onnx_with_parity(method, lev
     held_out = images[64:]
     target = get_target("onnx")
     built = [materialize(model, alpha, [3, 32, 32]) for alpha in levels]
-    artifacts = target.export_levels([Level(m.alpha, m.module, m.compression) for m in built],
-                                     held_out[:1], tmp_path, {})
+    artifacts = target.export_levels([Level(m.alpha, m.module, m.compression, prunable=m.prunable) for m in built],
+                                     held_out[:1], tmp_path, target.parse_options({}))
     for artifact, level in zip(artifacts, built):
         got = target.load(tmp_path, {"path": artifact.path, "kind": artifact.kind, "alphas": artifact.alphas,
                                      "details": artifact.details}).run(held_out.numpy(), level.alpha)

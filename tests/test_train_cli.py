@@ -39,7 +39,7 @@ def test_train_then_eval_with_a_baseline(tmp_path: Path) -> None:
     assert [row["alpha"] for row in data["levels"]] == [0.0, 0.5, 0.9]
     sparsity = [row["measured"]["sparsity"] for row in data["levels"]]
     assert sparsity[0] == 0.0 and abs(sparsity[1] - 0.5) < 0.01 and abs(sparsity[2] - 0.9) < 0.01
-    flops = [row["flops"] for row in data["levels"]]
+    flops = [row["nonzero_flops"] for row in data["levels"]]
     assert flops[0] > flops[1] > flops[2]
     assert [row["alpha"] for row in data["baselines"]["fixed-0.5"]] == [0.5]
     assert report.with_suffix(".png").stat().st_size > 1000

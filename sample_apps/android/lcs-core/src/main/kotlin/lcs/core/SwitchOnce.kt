@@ -10,7 +10,7 @@ data class ConstantOffset(val name: String, val offset: Int, val bytes: Int, val
 // The switch-once level change: alpha_weights.onnx computes every alpha-dependent constant once,
 // and their little-endian bytes replace the constants' raw data inside a copy of
 // alpha_predict.onnx's bytes at the offsets the manifest records; a session opened from those
-// bytes then runs at a static level's speed. Same rule as targets/onnx.py patch_constants.
+// bytes then runs at a static level's speed. Same rule as targets/onnx/offsets.py patch_constants.
 object SwitchOnce {
     /** The offsets table of a switch-once artifact's details. */
     fun offsets(details: JsonObject, where: String = "details"): List<ConstantOffset> {

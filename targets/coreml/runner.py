@@ -1,7 +1,7 @@
 """Running a saved Core ML package: Core ML itself on macOS, the MIL interpreter elsewhere.
 
 Core ML prediction exists only on macOS. Everywhere else the package is executed with
-``targets.mil_interpreter`` from the saved files (fp16 programs computed op by op in fp16),
+``targets.coreml.mil_interpreter`` from the saved files (fp16 programs computed op by op in fp16),
 so a bundle is checked from what was written, not from the PyTorch that wrote it. The
 runner says which path it took in ``path_used``, for the manifest.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lcs_train.errors import LcsError
-from targets.coreml_convert import OUTPUT_NAME, quiet_coremltools
+from targets.coreml.convert import OUTPUT_NAME, quiet_coremltools
 
 COREML_PREDICT = "coreml-predict"
 MIL_INTERPRETER = "mil-interpreter"
@@ -76,7 +76,7 @@ class CoreMLRunner:
         if self.alpha_input:
             feed["alpha"] = np.array([alpha], dtype=np.float32)
         if self._program is not None:
-            from targets.mil_interpreter import run_program
+            from targets.coreml.mil_interpreter import run_program
 
             return run_program(self._program, feed, function_name=function)[OUTPUT_NAME]
         return np.asarray(self._coreml_model(function).predict(feed)[OUTPUT_NAME])
@@ -109,7 +109,7 @@ class CoreMLRunner:
 
 def _load_interpreted(path: Path, functions: list[str | None]) -> Any:
     """Parse the package once and reject it up front if it uses an op with no interpreter."""
-    from targets.mil_interpreter import MilInterpreterError, UnsupportedOpError, load_program
+    from targets.coreml.mil_interpreter import MilInterpreterError, UnsupportedOpError, load_program
 
     try:
         program = load_program(path)
@@ -119,7 +119,7 @@ def _load_interpreted(path: Path, functions: list[str | None]) -> Any:
         raise LcsError(
             f"{path.name} uses the Core ML op {error.op_type!r}, which the MIL interpreter cannot run "
             "(Core ML prediction itself needs macOS)",
-            f"validate on macOS, or add {error.op_type!r} to targets/mil_interpreter/ops/",
+            f"validate on macOS, or add {error.op_type!r} to targets/coreml/mil_interpreter/ops/",
         ) from error
     except MilInterpreterError as error:
         raise LcsError(f"cannot read Core ML package {path}: {error}", "export the bundle again") from error

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..private_api import private
 from . import ops as _ops  # noqa: F401  (importing registers every op implementation)
 from .dtypes import numpy_dtype_of_var
 from .errors import (
@@ -99,7 +100,7 @@ def load_program(source: str | os.PathLike | Any) -> MilProgram:
     Raises PackageLoadError when the path is missing or unreadable and NotAnMLProgramError when
     the model is not an ML program (e.g. an old neural-network ``.mlmodel``).
     """
-    from coremltools.converters.mil.mil import Program
+    Program = private("coremltools.converters.mil.mil:Program")  # noqa: N806
 
     if isinstance(source, Program):
         return MilProgram(source, source=None)
@@ -129,7 +130,7 @@ def load_program(source: str | os.PathLike | Any) -> MilProgram:
             "convert with convert_to='mlprogram'"
         )
 
-    from coremltools.converters.mil.frontend.milproto.load import load as milproto_load
+    milproto_load = private("coremltools.converters.mil.frontend.milproto.load:load")
 
     try:
         program = milproto_load(spec, spec.specificationVersion, weights_dir)

@@ -62,7 +62,7 @@ class UnsupportedOpError(MilInterpreterError):
         extra = f": {detail}" if detail else ""
         super().__init__(
             f"the MIL interpreter does not implement op type {op_type!r}{where}{extra}; "
-            f"add it with @register({op_type!r}) in targets/mil_interpreter/ops/"
+            f"add it with @register({op_type!r}) in targets/coreml/mil_interpreter/ops/"
         )
 
 

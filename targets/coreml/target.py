@@ -2,7 +2,7 @@
 
 - ``level_alpha_<a>.mlpackage`` (kind ``level``): one materialised level, compression real in
   the package (sparse weights, 8- or 4-bit integer weights, or a narrower network; see
-  ``targets.coreml_weights``).
+  ``targets.coreml.weights``).
 - ``levels.mlpackage`` (kind ``multifunction``, with ``multifunction``, in addition to the
   single-level packages it is composed from): every level as one function (``level_0p5`` ...)
   of one package, identical tensors stored once; iOS18. ``details["functions"]`` maps each
@@ -18,17 +18,19 @@ interpreter elsewhere; the runner's ``path_used`` says which.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from targets.base import Artifact, Level, Target, artifact_path, register_target
-from targets.coreml_convert import OUTPUT_NAME, convert_module, quiet_coremltools
-from targets.coreml_options import CoreMLOptions, parse_options
-from targets.coreml_runner import COREML_PREDICT, MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
-from targets.coreml_weights import WeightPlan, plan_weights, store_weights
+from targets.base import ALPHA_INPUT, LEVELS, MULTIFUNCTION, Artifact, Target, artifact_path, register_target
+from targets.coreml.convert import OUTPUT_NAME, convert_module, quiet_coremltools
+from targets.coreml.options import CoreMLOptions, parse_options
+from targets.coreml.runner import COREML_PREDICT, MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
+from targets.coreml.weights import WeightPlan, plan_weights, store_weights
+from targets.inputs import AlphaGraph, Level, batch_example
 
 MULTIFUNCTION_FILE = "levels.mlpackage"
 ALPHA_INPUT_FILE = "alpha_input.mlpackage"
@@ -70,6 +72,8 @@ class CoreMLTarget(Target):
 
     name = "coreml"
     runtime = "coremltools"
+    Options = CoreMLOptions
+    capabilities = frozenset({LEVELS, ALPHA_INPUT, MULTIFUNCTION})
 
     def describe_runtime(self) -> str:
         import coremltools
@@ -77,26 +81,24 @@ class CoreMLTarget(Target):
         path = COREML_PREDICT if coreml_prediction_available() else MIL_INTERPRETER
         return f"coremltools {coremltools.__version__} ({path})"
 
-    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Every option parsed once before any work (``coreml_options.parse_options``)."""
-        parse_options(options)
-        return options
+    def parse_options(self, values: Mapping[str, Any]) -> CoreMLOptions:
+        """Every option parsed once before any work (``targets.coreml.options.parse_options``)."""
+        return parse_options(dict(values))
 
     def export_levels(
-        self, levels: list[Level], example: Tensor, directory: Path, options: dict[str, Any]
+        self, levels: list[Level], example: Tensor, directory: Path, options: CoreMLOptions
     ) -> list[Artifact]:
         """One package per level; with ``multifunction`` also one package holding them all."""
-        parsed = parse_options(options)
         directory = Path(directory)
-        singles = [self._export_level(level, example, directory / level_file(level.alpha), parsed)
+        singles = [self._export_level(level, example, directory / level_file(level.alpha), options)
                    for level in levels]
-        if parsed.multifunction and singles:
-            singles.append(_multifunction(singles, directory, parsed))
+        if options.multifunction and singles:
+            singles.append(_multifunction(singles, directory, options))
         return singles
 
     def _export_level(self, level: Level, example: Tensor, path: Path, options: CoreMLOptions) -> Artifact:
         plans = plan_weights(level, options)  # before converting: a bad option fails fast
-        mlmodel = convert_module(level.module, [_batch(example)], ["input"], options)
+        mlmodel = convert_module(level.module, [batch_example(example)], ["input"], options)
         mlmodel, located = store_weights(mlmodel, plans, options)
         _save(mlmodel, path)
         details = {
@@ -106,27 +108,19 @@ class CoreMLTarget(Target):
         }
         return Artifact(path.name, "level", [level.alpha], details)
 
-    def export_alpha_input(
-        self, subspace: nn.Module, example: Tensor, directory: Path, options: dict[str, Any]
-    ) -> list[Artifact]:
+    def export_alpha_input(self, graph: AlphaGraph, directory: Path, options: CoreMLOptions) -> list[Artifact]:
         """One program taking ``input`` and ``alpha`` (float32 [1])."""
-        from lcs_train.alpha_graph import AlphaInputModule
-        from lcs_train.subspace import model_method
-
-        parsed = parse_options(options)
-        method = model_method(subspace)
-        alphas = [0.0, float(method.max_alpha)]
         alpha = torch.zeros(1, dtype=torch.float32)
-        mlmodel = convert_module(AlphaInputModule(subspace), [_batch(example), alpha], ["input", "alpha"], parsed)
+        mlmodel = convert_module(graph.module, [batch_example(graph.example), alpha], ["input", "alpha"], options)
         path = Path(directory) / ALPHA_INPUT_FILE
         _save(mlmodel, path)
         details = {
-            **_common_details(parsed), "mode": "single_graph", "inputs": ["input", "alpha"],
-            "alpha_clamped_to": alphas, "weight_storage": "computed from alpha",
+            **_common_details(options), "mode": "single_graph", "inputs": ["input", "alpha"],
+            "alpha_clamped_to": graph.alphas, "weight_storage": "computed from alpha",
             "usage": "feed input (float32 NCHW) and alpha (float32 [1]) with every call; "
                      "the compressed weights are recomputed on every call (slow per call)",
         }
-        return [Artifact(path.name, "alpha_input", alphas, details)]
+        return [Artifact(path.name, "alpha_input", graph.alphas, details)]
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> CoreMLRunner:
         """A runner for a manifest entry (Core ML on macOS, MIL interpreter elsewhere)."""
@@ -140,11 +134,6 @@ class CoreMLTarget(Target):
             max_batch=int(details.get("max_batch", 256)),
             compute_units=str(details.get("compute_units", "CPU_ONLY")),
         )
-
-
-def _batch(example: Tensor) -> Tensor:
-    # torch.export specialises a dynamic dimension that is 1 in the example; 2 keeps it symbolic.
-    return example[:1].expand(2, *example.shape[1:]).contiguous()
 
 
 def _multifunction(singles: list[Artifact], directory: Path, options: CoreMLOptions) -> Artifact:

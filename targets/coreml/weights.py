@@ -26,8 +26,10 @@ import numpy as np
 import torch
 
 from lcs_train.errors import LcsError
-from targets.base import Level
-from targets.coreml_options import CoreMLOptions
+from lcs_train.level_layers import QuantizedWeight
+from targets.inputs import Level
+from targets.coreml.options import CoreMLOptions
+from targets.coreml.private_api import private
 
 #: Ops whose ``weight`` input is a prunable layer's weight.
 WEIGHT_CONSUMERS = ("conv", "linear")
@@ -54,10 +56,10 @@ def plan_weights(level: Level, options: CoreMLOptions) -> list[WeightPlan]:
     """The storage of every prunable weight of a materialised level (empty: all float)."""
     module = level.module
     plans = []
-    for name in getattr(module, "lcs_prunable", []):
+    for name in level.prunable:
         layer = module.get_submodule(name)
         weight = layer.weight
-        if hasattr(weight, "codes"):  # lcs_train.materialize.QuantizedWeight
+        if isinstance(weight, QuantizedWeight):
             plans.append(_quantized_plan(name, weight, level.alpha, options))
             continue
         reference = weight.detach().float().numpy()
@@ -93,7 +95,7 @@ def store_weights(mlmodel: Any, plans: list[WeightPlan], options: CoreMLOptions)
     """
     if not plans:
         return mlmodel, {}
-    from coremltools.models.utils import _apply_graph_pass
+    _apply_graph_pass = private("coremltools.models.utils:_apply_graph_pass")
 
     graph_pass = _StoreWeightsPass(plans, options)
     with _quiet():
@@ -104,13 +106,13 @@ def store_weights(mlmodel: Any, plans: list[WeightPlan], options: CoreMLOptions)
 
 
 def _quiet() -> Any:
-    from targets.coreml_convert import quiet_coremltools
+    from targets.coreml.convert import quiet_coremltools
 
     return quiet_coremltools()
 
 
 def _graph_pass_base() -> type:
-    from coremltools.converters.mil.mil.passes.graph_pass import AbstractGraphPass
+    AbstractGraphPass = private("coremltools.converters.mil.mil.passes.graph_pass:AbstractGraphPass")  # noqa: N806
 
     return AbstractGraphPass
 
@@ -165,7 +167,7 @@ def _match(plan: WeightPlan, candidates: list[Any], options: CoreMLOptions) -> A
 
 def _replace(op: Any, plan: WeightPlan) -> str:
     """Swap ``op`` (a weight const) for the decompression op of ``plan``; return its name."""
-    from coremltools.converters.mil import Builder as mb
+    mb = private("coremltools.converters.mil:Builder")
 
     block = op.enclosing_block
     dtype = np.asarray(op.outputs[0].val).dtype  # float32, or float16 in an fp16 program
@@ -187,8 +189,8 @@ def _replace(op: Any, plan: WeightPlan) -> str:
 
 
 def _sparse(op: Any, plan: WeightPlan, dtype: np.dtype, ios18: bool, name: str) -> Any:
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import types
+    mb = private("coremltools.converters.mil:Builder")
+    types = private("coremltools.converters.mil.mil:types")
 
     keep = plan.reference != 0  # the level's own mask, not a re-derived one
     values = np.asarray(op.outputs[0].val).astype(dtype)[keep]
@@ -203,8 +205,8 @@ def _sparse(op: Any, plan: WeightPlan, dtype: np.dtype, ios18: bool, name: str) 
 
 
 def _blockwise(op: Any, plan: WeightPlan, dtype: np.dtype, name: str) -> Any:
-    from coremltools.converters.mil import Builder as mb
-    from coremltools.converters.mil.mil import types
+    mb = private("coremltools.converters.mil:Builder")
+    types = private("coremltools.converters.mil.mil:types")
 
     storage = types.np_uint4_dtype if plan.storage == "uint4" else np.uint8
     ones = (1,) * plan.codes.ndim  # one block spanning the whole tensor: per-tensor
@@ -230,7 +232,7 @@ def weights_evidence(package: Path | str, function_name: str | None = None) -> d
     it, the sparsity of the stored tensor, its storage dtype, and the number of distinct
     integer codes. Keys are the names of the conv / linear ops consuming the weights.
     """
-    from targets.coreml_convert import quiet_coremltools
+    from targets.coreml.convert import quiet_coremltools
 
     with quiet_coremltools() as ct:
         model = ct.models.MLModel(str(package), skip_model_load=True, function_name=function_name)
@@ -276,7 +278,7 @@ def sparsity_of(entry: dict[str, Any]) -> float:
 
 
 def _storage_dtype(value: np.ndarray) -> str:
-    from coremltools.converters.mil.mil import types
+    types = private("coremltools.converters.mil.mil:types")
 
     sub_byte = (value.dtype.metadata or {}).get(types.SUB_BYTE_DTYPE_METADATA_KEY)
     return types.builtin_to_string(sub_byte) if sub_byte is not None else str(value.dtype)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from coremltools.converters.mil.mil import types
+
+from ..private_api import private
+
+types = private("coremltools.converters.mil.mil:types")
 
 # Names the ``cast`` op and friends accept for their ``dtype`` argument.
 _NAME_TO_NUMPY: dict[str, np.dtype] = {
@@ -49,10 +52,6 @@ def numpy_dtype_of_var(var: Any) -> np.dtype | None:
     if types.is_scalar(sym_type):
         return numpy_dtype_of_builtin(sym_type)
     return None
-
-
-def is_float(dtype: np.dtype) -> bool:
-    return np.issubdtype(dtype, np.floating)
 
 
 def compute_dtype(*arrays: np.ndarray) -> np.dtype:

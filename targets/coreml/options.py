@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lcs_train.errors import LcsError
-from targets.base import option_value
+from targets.base import option, option_value
 
 #: Minimum deployment targets this exporter writes; ML programs start at iOS15, the
 #: compressed-weight ops (constexpr_*) at iOS16.
@@ -27,13 +27,14 @@ MAX_BATCH = 256
 
 @dataclass(frozen=True)
 class CoreMLOptions:
-    """What a Core ML export was asked for, validated."""
+    """What a Core ML export was asked for, validated (``parse_options``); the CLI's flags."""
 
-    minimum_target: str = DEFAULT_MINIMUM_TARGET
-    compute_precision: str = "float32"
-    multifunction: bool = False
-    compute_units: str = "CPU_ONLY"
-    max_batch: int = MAX_BATCH
+    minimum_target: str = option(DEFAULT_MINIMUM_TARGET, "minimum deployment target, e.g. iOS17 or iOS18")
+    compute_precision: str = option("float32", "float32 or float16")
+    multifunction: bool = option(False, "also write one multifunction .mlpackage holding every level")
+    compute_units: str = option("CPU_ONLY", f"the model's compute units: {', '.join(COMPUTE_UNITS)}", flag=False)
+    max_batch: int = option(MAX_BATCH, "largest batch a program accepts (the batch dimension is flexible)",
+                            flag=False)
 
     @property
     def target_version(self) -> int:

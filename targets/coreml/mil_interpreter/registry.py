@@ -50,7 +50,7 @@ def supported_ops() -> list[str]:
 
 
 class OpArgs:
-    """The evaluated inputs of one op, plus what a handler needs to know about its outputs.
+    """The evaluated inputs of one op, and a way to run its nested blocks.
 
     ``args["x"]`` is the value of input ``x``; ``args.get("bias")`` is None when the op has no
     such input; tuple inputs (``concat``'s ``values``) come back as a list.
@@ -87,9 +87,3 @@ class OpArgs:
         if self._run_block is None:
             raise RuntimeError("nested blocks cannot run here")
         return self._run_block(block, bound_inputs)
-
-    def out_dtype(self, index: int = 0) -> np.dtype:
-        """The NumPy dtype the program declares for output ``index``."""
-        from .dtypes import numpy_dtype_of_var
-
-        return numpy_dtype_of_var(self.op.outputs[index])

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from targets.coreml_options import CoreMLOptions
+from targets.coreml.options import CoreMLOptions
+from targets.coreml.private_api import private
 
 OUTPUT_NAME = "logits"
 
@@ -54,9 +55,10 @@ def _silence_tqdm() -> list[tuple[Any, str, Any]]:
     import functools
     import sys
 
-    from coremltools.converters.mil.frontend.torch import ops  # noqa: F401 (load the modules that use tqdm)
-    from coremltools.converters.mil.mil.passes import pass_pipeline  # noqa: F401
     from tqdm import tqdm
+
+    private("coremltools.converters.mil.frontend.torch:ops")  # load the modules that use tqdm
+    private("coremltools.converters.mil.mil.passes:pass_pipeline")
 
     restore = []
     for module_name, module in list(sys.modules.items()):
@@ -106,28 +108,14 @@ def convert_module(
         )
 
 
-def rebuild(program: Any, target: Any) -> Any:
-    """An MLModel from an edited PyMIL program (no precision pass: it is already applied)."""
-    with quiet_coremltools() as ct:
-        return ct.convert(
-            program,
-            convert_to="mlprogram",
-            minimum_deployment_target=target,
-            compute_precision=ct.precision.FLOAT32,
-            skip_model_load=True,
-        )
-
-
 @contextlib.contextmanager
 def _flexible_batch_group_norm() -> Iterator[None]:
-    from coremltools.converters.mil.frontend.torch import ops
-
-    original = ops._group_norm_impl
+    ops = private("coremltools.converters.mil.frontend.torch:ops")
+    original = private("coremltools.converters.mil.frontend.torch.ops:_group_norm_impl")
+    mb = private("coremltools.converters.mil:Builder")
+    any_symbolic = private("coremltools.converters.mil.mil.types.symbolic:any_symbolic")
 
     def lowering(x: Any, num_groups: int, weight: Any, bias: Any, eps: float) -> Any:
-        from coremltools.converters.mil import Builder as mb
-        from coremltools.converters.mil.mil.types.symbolic import any_symbolic
-
         if not any_symbolic(x.shape[:1]) or any_symbolic(x.shape[1:]):
             return original(x, num_groups, weight, bias, eps)
         channels, rest = x.shape[1], [int(d) for d in x.shape[2:]]

@@ -1,0 +1,128 @@
+"""Running ONNX artifacts with ONNX Runtime (CPU): a level, the single alpha-input graph, and
+the switch-once pair.
+
+Runners open a model from bytes read through Python, never from a path: a model from a
+bundle cannot name external data files, so it cannot make ONNX Runtime read outside it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from lcs_train.alpha_graph import ALPHA_NAME, INPUT_NAME, OUTPUT_NAME
+from lcs_train.errors import LcsError
+from targets.onnx.offsets import check_constant_offsets, patch_constants
+
+#: Runner threads, as the benchmarks and the apps use them.
+INTRA_OP_THREADS = 2
+ALPHA_TOLERANCE = 1e-6
+
+
+def _session(model: str | bytes, options: ort.SessionOptions | None = None) -> ort.InferenceSession:
+    options = options or ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about initializers ORT's own optimiser dropped
+    options.intra_op_num_threads = INTRA_OP_THREADS
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class LevelRunner:
+    """One level file: runs only at its own alpha."""
+
+    def __init__(self, path: Path, alpha: float) -> None:
+        self.session, self.alpha, self.path = _session(Path(path).read_bytes()), alpha, Path(path)
+
+    def run(self, images: np.ndarray, alpha: float) -> np.ndarray:
+        if abs(float(alpha) - self.alpha) > ALPHA_TOLERANCE:
+            raise LcsError(
+                f"{self.path.name} is the level at alpha {self.alpha:g}; it cannot run alpha {alpha:g}",
+                "load the level file of that alpha, or an alpha-input artifact",
+            )
+        return self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, np.float32)})[0]
+
+
+class AlphaInputRunner:
+    """The single alpha-input graph: alpha fed with every call."""
+
+    def __init__(self, path: Path) -> None:
+        self.session = _session(Path(path).read_bytes())
+
+    def run(self, images: np.ndarray, alpha: float) -> np.ndarray:
+        feeds = {INPUT_NAME: np.ascontiguousarray(images, np.float32),
+                 ALPHA_NAME: np.array([alpha], dtype=np.float32)}
+        return self.session.run([OUTPUT_NAME], feeds)[0]
+
+
+class SwitchOnceRunner:
+    """The switch-once pair: weights graph once per alpha change, then the predict graph.
+
+    ``mode="patch"`` (default) writes the weights graph's outputs into a copy of the predict
+    file's bytes at the recorded offsets and opens that with every optimisation;
+    ``mode="add_initializer"`` binds them with ``SessionOptions.add_initializer`` instead,
+    which is only correct with ``ORT_DISABLE_ALL`` (constant folding at BASIC and above
+    bakes the file's own values in), so it runs unoptimised. The offsets are checked against
+    the predict file first: each must hold exactly that initializer's bytes.
+    """
+
+    def __init__(self, weights_path: Path, predict_path: Path, offsets: list[dict[str, Any]],
+                 mode: str = "patch") -> None:
+        if mode not in ("patch", "add_initializer"):
+            raise LcsError(f"unknown switch mode {mode!r}", "use mode 'patch' (or 'add_initializer')")
+        self.weights = _session(Path(weights_path).read_bytes())
+        self.predict_bytes = Path(predict_path).read_bytes()
+        self.names = [output.name for output in self.weights.get_outputs()]
+        self.offsets = {entry["name"]: entry for entry in check_offsets_in_file(self.predict_bytes, offsets)}
+        missing = [name for name in self.names if name not in self.offsets]
+        if missing:
+            raise LcsError(f"the weights graph computes {missing[0]!r}, which constant_offsets does not place",
+                           "use the weights and predict graphs of the same export")
+        self.mode = mode
+        self.alpha: float | None = None
+        self.predict: ort.InferenceSession | None = None
+        self._values: list[Any] = []
+
+    def switch(self, alpha: float) -> None:
+        """Compute the constants at ``alpha`` and open the predict graph with them."""
+        arrays = self.weights.run(None, {ALPHA_NAME: np.array([alpha], dtype=np.float32)})
+        if self.mode == "add_initializer":
+            # OrtValues borrow the numpy memory; both must outlive the session.
+            values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays]
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            for name, value in zip(self.names, values):
+                options.add_initializer(name, value)
+            self.predict = _session(self.predict_bytes, options)
+            self._values = [arrays, values]
+        else:
+            self.predict = _session(patch_constants(self.predict_bytes, self.offsets, dict(zip(self.names, arrays))))
+        self.alpha = float(alpha)
+
+    def run(self, images: np.ndarray, alpha: float) -> np.ndarray:
+        if self.alpha != float(alpha):
+            self.switch(alpha)
+        assert self.predict is not None
+        return self.predict.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, np.float32)})[0]
+
+
+def check_offsets_in_file(model: bytes, offsets: Any) -> list[dict[str, Any]]:
+    """The constant table, checked: well formed, inside the file, not overlapping, and each
+    range holding exactly the raw bytes of the initializer it names."""
+    check_constant_offsets(offsets, len(model), "alpha_predict.onnx")
+    try:
+        initializers = {t.name: t for t in onnx.load_from_string(model).graph.initializer}
+    except Exception as error:  # noqa: BLE001 (any parse failure: not an ONNX model)
+        raise LcsError(f"the predict graph is not a readable ONNX model ({type(error).__name__})",
+                       "re-export the bundle") from None
+    for entry in offsets:
+        tensor = initializers.get(entry["name"])
+        if tensor is None or tensor.raw_data != model[entry["offset"]:entry["offset"] + entry["bytes"]]:
+            raise LcsError(f"constant_offsets places {entry['name']!r} at byte {entry['offset']}, where the predict "
+                           "graph does not hold that initializer", "re-export the bundle")
+    return offsets
+
+
