@@ -243,11 +243,11 @@ def alpha_input_section(metadata: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def artifact_usage(kind: str, details: dict[str, Any]) -> str | None:
-    """How a host uses an artifact: the target's own words when it gave them."""
-    for key in ("usage", "how_to_use", "note"):
-        if isinstance(details.get(key), str):
-            return details[key]
+def artifact_usage(kind: str, usage: str | None) -> str | None:
+    """How a host uses an artifact: the target's own words when it gave them (``Artifact.usage``),
+    else what every artifact of that kind is for."""
+    if usage:
+        return usage
     defaults = {
         "level": "run it as a plain classifier: input image -> logits",
         "multifunction": "load the function named for the level you want (see details) and run it",
@@ -266,7 +266,7 @@ def artifact_entry(directory: Path, artifact: Any) -> dict[str, Any]:
     return {
         "path": artifact.path, "kind": artifact.kind, "alphas": [float(a) for a in artifact.alphas],
         "bytes": facts.bytes, "gzip_bytes": facts.gzip_bytes, "sha256": facts.sha256,
-        "details": _jsonable(artifact.details), "usage": artifact_usage(artifact.kind, artifact.details),
+        "details": _jsonable(artifact.details), "usage": artifact_usage(artifact.kind, artifact.usage),
         "parity": [],
     }
 

@@ -54,6 +54,7 @@ class Artifact:
     kind: str  # "level", "multifunction", "alpha_input", "alpha_weights" / "alpha_predict" (switch-once pair)
     alphas: list[float]  # the levels it serves (one for a level file, several for multifunction)
     details: dict[str, Any] = field(default_factory=dict)  # target facts: opset, function names, notes
+    usage: str | None = None  # how a host uses it, in the target's words (None: the kind's default)
 
 
 class Runner(Protocol):

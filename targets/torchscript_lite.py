@@ -123,10 +123,10 @@ class TorchScriptLiteTarget(Target):
         details.update({
             "mode": "single_graph", "inputs": ["input", "alpha"], "outputs": ["logits"],
             "alpha_clamped_to": alphas,
-            "usage": "call forward(input, alpha) with alpha a float32 tensor of shape [1]; the "
-                     "compressed weights are recomputed on every call",
         })
-        return [Artifact(path.name, "alpha_input", alphas, details)]
+        usage = ("call forward(input, alpha) with alpha a float32 tensor of shape [1]; the "
+                 "compressed weights are recomputed on every call")
+        return [Artifact(path.name, "alpha_input", alphas, details, usage=usage)]
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> Any:
         """A runner for a level file or the alpha-input file."""

@@ -10,6 +10,7 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
+from lcs_export.manifest import artifact_usage
 from lcs_train.materialize import materialize_level
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
@@ -148,6 +149,9 @@ def test_lite_records_that_mobile_optimisation_was_skipped(exported) -> None:
         assert isinstance(artifact.details["optimize_for_mobile"], bool)
         if not artifact.details["optimize_for_mobile"]:
             assert "XNNPACK" in artifact.details["note"]
+        # The note is a fact about the file, not how to use it: a level's usage is the level's.
+        usage = artifact_usage(artifact.kind, artifact.usage)
+        assert usage and "XNNPACK" not in usage and ("alpha" in usage) == (artifact.kind != "level")
 
 
 def _switch_once(exported, method: str):
@@ -187,7 +191,7 @@ def test_add_initializer_is_silently_wrong_with_any_graph_optimisation(exported,
             options.add_initializer(name, value)
         return _session(runner.predict_bytes, options).run(None, {"input": images})[0]
 
-    assert "ORT_DISABLE_ALL" in weights.details["usage"] and "ORT_ENABLE_EXTENDED" not in weights.details["usage"]
+    assert "ORT_DISABLE_ALL" in weights.usage and "ORT_ENABLE_EXTENDED" not in weights.usage
     assert float(np.abs(patched - pytorch_logits(exported("unstructured", "onnx")[0], images, alpha)).max()) <= 1e-3
     assert float(np.abs(with_add_initializer("ORT_DISABLE_ALL") - patched).max()) <= 1e-4
     assert float(np.abs(with_add_initializer(level) - patched).max()) > 1e-2  # wrong, and no error raised

@@ -117,10 +117,10 @@ class CoreMLTarget(Target):
         details = {
             **_common_details(options), "mode": "single_graph", "inputs": ["input", "alpha"],
             "alpha_clamped_to": graph.alphas, "weight_storage": "computed from alpha",
-            "usage": "feed input (float32 NCHW) and alpha (float32 [1]) with every call; "
-                     "the compressed weights are recomputed on every call (slow per call)",
         }
-        return [Artifact(path.name, "alpha_input", graph.alphas, details)]
+        usage = ("feed input (float32 NCHW) and alpha (float32 [1]) with every call; "
+                 "the compressed weights are recomputed on every call (slow per call)")
+        return [Artifact(path.name, "alpha_input", graph.alphas, details, usage=usage)]
 
     def load(self, directory: Path, artifact: dict[str, Any]) -> CoreMLRunner:
         """A runner for a manifest entry (Core ML on macOS, MIL interpreter elsewhere)."""

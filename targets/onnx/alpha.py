@@ -49,8 +49,8 @@ def export_alpha_graphs(graph: AlphaGraph, directory: Path, opset: int | None, s
             save_inline(model, directory / "alpha_input.onnx")
             artifacts.append(Artifact("alpha_input.onnx", "alpha_input", alphas, {
                 "opset": file_opset(model), "mode": "single_graph", "inputs": [INPUT_NAME, ALPHA_NAME],
-                "outputs": [OUTPUT_NAME], "alpha_clamped_to": alphas, "usage": SINGLE_GRAPH_USAGE,
-            }))
+                "outputs": [OUTPUT_NAME], "alpha_clamped_to": alphas,
+            }, usage=SINGLE_GRAPH_USAGE))
         if switch_once and graph.switch_once is not None:
             artifacts.extend(_export_switch_once(graph.switch_once, batch, directory, opset, alphas))
     return artifacts
@@ -71,17 +71,17 @@ def _export_switch_once(
     onnx.checker.check_model(predict_model)
     predict_bytes, offsets = constant_offsets(predict_model, names)
     (directory / "alpha_predict.onnx").write_bytes(predict_bytes)
-    common = {"constants": names, "alpha_clamped_to": alphas, "usage": SWITCH_ONCE_USAGE, "constant_offsets": offsets}
+    common = {"constants": names, "alpha_clamped_to": alphas, "constant_offsets": offsets}
     return [
         Artifact("alpha_weights.onnx", "alpha_weights", alphas, {
             **common, "opset": file_opset(weights_model), "mode": "switch_once", "inputs": [ALPHA_NAME],
             "outputs": names, "predict_path": "alpha_predict.onnx",
-        }),
+        }, usage=SWITCH_ONCE_USAGE),
         Artifact("alpha_predict.onnx", "alpha_predict", alphas, {
             **common, "opset": file_opset(predict_model), "mode": "switch_once", "inputs": [INPUT_NAME],
             "outputs": [OUTPUT_NAME],
             "weights_path": "alpha_weights.onnx", "initializers_replaced_per_switch": names,
-        }),
+        }, usage=SWITCH_ONCE_USAGE),
     ]
 
 
