@@ -172,12 +172,8 @@ class CompressibleConv2d(CompressibleWeighted):
 
     def plain(self, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
         out_channels, in_per_group = weight.shape[:2]
-        groups = self.groups
-        if groups > 1 and out_channels != self.out_channels:
-            # A narrowed depthwise conv keeps one channel per group.
-            groups = out_channels if self.groups == self.out_channels else groups
-        conv = nn.Conv2d(in_per_group * groups, out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, groups, bias is not None, self.padding_mode)
+        conv = nn.Conv2d(in_per_group * self.groups, out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, self.groups, bias is not None, self.padding_mode)
         conv.weight = constant_parameter(weight)
         if bias is not None:
             conv.bias = constant_parameter(bias)

@@ -79,8 +79,6 @@ def _materialize_layer(name: str, layer: CompressibleLayer, alpha: torch.Tensor,
         return layer.method.materialize_norm(layer, alpha, kept)
     assert isinstance(layer, CompressibleWeighted)
     kept_in, kept_out = widths.get(name, (layer.in_channels, layer.out_channels))
-    if getattr(layer, "groups", 1) != 1:
-        kept_in = layer.weight.shape[1]
     weight = layer.method.folded(layer, alpha)["weight"][:kept_out, :kept_in]
     result.layers.append(LayerFacts(name, weight, layer.method.compresses, layer.out_channels,
                                     layer.method.weight_bits(result.alpha)))
