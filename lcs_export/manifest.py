@@ -33,7 +33,6 @@ READABLE_VERSIONS = (1, 2)
 SAMPLE_TOLERANCE = 1e-3
 #: Kinds whose artifact serves any alpha in the trained range (checked over a sweep of alphas).
 ALPHA_INPUT_KINDS = ("alpha_input", "alpha_weights", "alpha_predict")
-ARTIFACT_KINDS = ("level", "multifunction", *ALPHA_INPUT_KINDS)
 #: Deepest JSON nesting a manifest may have (lcs-export writes about 8).
 MAX_DEPTH = 64
 #: Largest integer magnitude accepted anywhere in a manifest (int64, what every app reads).

@@ -234,11 +234,3 @@ def alpha_predict_module(model: nn.Module, alpha: float = 0.0) -> nn.Module:
         setattr(network.get_submodule(parent) if parent else network, child, replacement)
     network.constant_names = list(weights.constant_names)
     return network.requires_grad_(False)
-
-
-@torch.no_grad()
-def load_constants(predict: nn.Module, constants: dict[str, Tensor]) -> None:
-    """Eagerly switch a predict module's level: copy ``constants`` into its named buffers."""
-    buffers = dict(predict.named_buffers())
-    for name, value in constants.items():
-        buffers[name].copy_(value)

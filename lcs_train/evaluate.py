@@ -83,13 +83,6 @@ def prepare_evaluation(path: str | Path, alphas: list[float] | None) -> tuple[nn
     return model, checkpoint, [check_model_alpha(model, alpha) for alpha in alphas]
 
 
-def evaluate_checkpoint(path: str | Path, alphas: list[float] | None, data_dir: str | None = None) -> tuple[list[LevelResult], Checkpoint]:
-    """Load ``path`` and evaluate it at ``alphas`` (see ``prepare_evaluation``)."""
-    model, checkpoint, alphas = prepare_evaluation(path, alphas)
-    torch.manual_seed(0)
-    return evaluate_subspace(model, checkpoint, alphas, data_dir), checkpoint
-
-
 def write_report(results: list[LevelResult], baselines: dict[str, list[LevelResult]], path: Path, source: str) -> None:
     """Write the evaluation as JSON (the same facts as the printed table)."""
     report = {

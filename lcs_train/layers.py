@@ -153,11 +153,6 @@ class CompressibleConv2d(CompressibleWeighted):
             method=method, shape=shape, initial=initial,
         )
 
-    def conv_arguments(self) -> dict[str, Any]:
-        """Stride, padding, dilation, groups and padding mode, as nn.Conv2d takes them."""
-        return {"stride": self.stride, "padding": self.padding, "dilation": self.dilation,
-                "groups": self.groups, "padding_mode": self.padding_mode}
-
     def compute(self, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if self.padding_mode == "zeros":
             return F.conv2d(x, weight, bias, self.stride, self.padding, self.dilation, self.groups)

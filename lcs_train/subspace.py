@@ -39,11 +39,6 @@ def model_method(model: nn.Module) -> CompressionMethod:
     raise LcsError("this model is not a compressible subspace", "turn it into one with lcs_train.to_subspace")
 
 
-def is_subspace(model: nn.Module) -> bool:
-    """True for a model holding compressible layers (a subspace, not a materialised level)."""
-    return any(True for _ in compressible_layers(model))
-
-
 def check_alpha(alpha: float, method: CompressionMethod) -> float:
     """Validate a user-given alpha against [0, 1] and the method's trained range."""
     alpha = float(alpha)
