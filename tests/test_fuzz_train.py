@@ -253,10 +253,10 @@ def training_forbidden(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_fuzz_hostile_checkpoints(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     training_forbidden: list[int],
 ) -> None:
-    fuzzer = CheckpointFuzzer(trained_checkpoint("unstructured", "point"), random.Random(SEED))
+    fuzzer = CheckpointFuzzer(subspace_checkpoint("unstructured", "point"), random.Random(SEED))
     started, codes = time.perf_counter(), Counter()
     for index, (case, data) in enumerate(fuzzer.cases(CHECKPOINT_CASES)):
         directory = tmp_path / f"case{index}"
@@ -354,10 +354,10 @@ def _option_cases(rng: random.Random, sandbox: Path, checkpoint: Path) -> Iterat
 
 
 def test_fuzz_invalid_options_are_refused_before_training(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     training_forbidden: list[int],
 ) -> None:
-    checkpoint = trained_checkpoint("unstructured", "point")
+    checkpoint = subspace_checkpoint("unstructured", "point")
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     (sandbox / "a-file").write_text("x")
