@@ -167,7 +167,7 @@ class CheckpointFuzzer:
 
     def stale_digest(self) -> tuple[str, bytes]:
         metadata, tensors = self._copy()
-        metadata["history"][0]["loss"] = metadata["history"][0]["loss"] + 1.0
+        metadata["epoch"] = metadata["epoch"] + 1  # any field: the fixture may have no history
         return "edit without digest", self._pack(metadata, tensors, recompute=False)
 
     def truncate(self) -> tuple[str, bytes]:
