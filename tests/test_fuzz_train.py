@@ -167,7 +167,7 @@ class CheckpointFuzzer:
 
     def stale_digest(self) -> tuple[str, bytes]:
         metadata, tensors = self._copy()
-        metadata["epoch"] = metadata["epoch"] + 1  # any field: the fixture may have no history
+        metadata["history"][0]["loss"] = metadata["history"][0]["loss"] + 1.0
         return "edit without digest", self._pack(metadata, tensors, recompute=False)
 
     def truncate(self) -> tuple[str, bytes]:
@@ -252,11 +252,12 @@ def training_forbidden(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reached
 
 
+@pytest.mark.xdist_group("trained")  # mutates a trained run's history: the trained fixture
 def test_fuzz_hostile_checkpoints(
-    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     training_forbidden: list[int],
 ) -> None:
-    fuzzer = CheckpointFuzzer(subspace_checkpoint("unstructured", "point"), random.Random(SEED))
+    fuzzer = CheckpointFuzzer(trained_checkpoint("unstructured", "point"), random.Random(SEED))
     started, codes = time.perf_counter(), Counter()
     for index, (case, data) in enumerate(fuzzer.cases(CHECKPOINT_CASES)):
         directory = tmp_path / f"case{index}"
