@@ -41,7 +41,7 @@ from lcs_train.files import check_writable_output, exclusive_output  # noqa: E40
 from lcs_train.methods import METHODS  # noqa: E402
 from lcs_train.models import MODELS  # noqa: E402
 from lcs_train.recipes import recipe_defaults  # noqa: E402
-from lcs_train.train import TrainConfig, Trainer, validate_config  # noqa: E402
+from lcs_train.train import EpochRecord, TrainConfig, Trainer, validate_config  # noqa: E402
 
 app = typer.Typer(
     add_completion=False,
@@ -115,9 +115,11 @@ def _mtimes(*paths: Path) -> dict[Path, float | None]:
 
 
 def train_with_progress(trainer: Trainer) -> None:
-    """Run the remaining epochs with a rich progress bar, saving after each epoch."""
+    """``trainer.fit`` with a rich progress bar and one line per saved epoch.
+
+    A Ctrl-C anywhere in it reaches ``reported_user_errors``, which says what was kept.
+    """
     config = trainer.config
-    total = config.epochs * trainer.steps_per_epoch
     columns = (
         TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}  lr {task.fields[lr]:.4f}  alpha {task.fields[alpha]:.3f}"),
@@ -125,21 +127,18 @@ def train_with_progress(trainer: Trainer) -> None:
     )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(
-            "train", total=total, completed=trainer.start_epoch * trainer.steps_per_epoch,
+            "train", total=config.epochs * trainer.steps_per_epoch, completed=trainer.start_epoch * trainer.steps_per_epoch,
             epoch=trainer.start_epoch + 1, epochs=config.epochs, loss=float("nan"), lr=0.0, alpha=0.0,
         )
 
         def on_step(facts: dict[str, float]) -> None:
-            progress.update(task, advance=1, loss=facts["loss"], lr=facts["lr"], alpha=facts["alpha"])
+            progress.update(task, advance=1, epoch=int(facts["epoch"]), loss=facts["loss"], lr=facts["lr"], alpha=facts["alpha"])
 
-        for epoch in range(trainer.start_epoch, config.epochs):
-            progress.update(task, epoch=epoch + 1)
-            # A Ctrl-C here reaches reported_user_errors, which says what was kept.
-            record = trainer.train_epoch(epoch, on_step)
-            trainer.history.append(record)
-            trainer.save(epoch + 1)
+        def on_epoch(record: EpochRecord) -> None:
             accuracies = "  ".join(f"a={k}: {100 * v:.1f}%" for k, v in record.accuracy.items())
             progress.console.print(f"epoch {record.epoch}: loss {record.loss:.4f}  {accuracies}  ({record.seconds:.1f} s)")
+
+        trainer.fit(on_step, on_epoch)
 
 
 @app.callback(invoke_without_command=True)
@@ -207,7 +206,8 @@ def train(
             console.print(
                 f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
                 f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "
-                f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}"
+                f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}; "
+                f"accuracy after each epoch on {len(trainer.quick_indices)} held-out images"
             )
             if trainer.start_epoch >= config.epochs:
                 console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")

@@ -1,57 +1,65 @@
-"""Shared fixtures: each tiny subspace is trained once per session (seconds, on digits) and
-every export and parity test reuses it."""
+"""Shared fixtures: tiny subspace checkpoints, each built once per session (per xdist worker).
+
+- ``subspace_checkpoint(method, shape)``: random weights, calibrated, never trained (well
+  under a second): for export, parity, manifest, bundle, app and input-checking tests;
+- ``trained_checkpoint(method, shape)``: trained for two epochs on the 8x8 digits (seconds):
+  only for tests of training and of accuracy. Tests that use it are in the ``trained``
+  xdist group, so that one worker trains each subspace once.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from lcs_train.train import TrainConfig, Trainer
+from helpers import random_subspace, train_tiny
 
-METHODS = ("unstructured", "structured", "quantized")
-SHAPES = ("line", "point")
-
-
-def train_tiny(output: Path, method: str, shape: str, epochs: int = 2, **overrides: object) -> Path:
-    """Train a small digits subspace into ``output`` and return the checkpoint path."""
-    torch.set_num_threads(2)
-    config = TrainConfig(
-        model="cpreresnet11", method=method, shape=shape, dataset="digits", epochs=epochs, batch_size=32,
-        lr=0.05, warmup_epochs=1, augment_shift=0, **overrides,
-    )
-    trainer = Trainer(config, output)
-    for epoch in range(config.epochs):
-        trainer.history.append(trainer.train_epoch(epoch))
-        trainer.save(epoch + 1)
-    return output
+#: Under pytest-xdist every worker is one process on a shared machine: one torch thread each
+#: (and for the processes tests start) instead of each claiming every core.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
-@pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
-    """``trained_checkpoint(method, shape)``: path of a digits subspace, trained once per session."""
+def _cached(factory: pytest.TempPathFactory, kind: str, build: Callable[[Path, str, str], Path]) -> Callable[[str, str], Path]:
     cache: dict[tuple[str, str], Path] = {}
 
     def get(method: str = "unstructured", shape: str = "line") -> Path:
         key = (method, shape)
         if key not in cache:
-            directory = tmp_path_factory.mktemp(f"ckpt-{method}-{shape}")
-            cache[key] = train_tiny(directory / "subspace.safetensors", method, shape)
+            directory = factory.mktemp(f"{kind}-{method}-{shape}")
+            cache[key] = build(directory / "subspace.safetensors", method, shape)
         return cache[key]
 
     return get
 
 
 @pytest.fixture(scope="session")
-def onnx_app_bundle(trained_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def subspace_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``subspace_checkpoint(method, shape)``: an untrained, calibrated digits subspace."""
+    return _cached(tmp_path_factory, "random", random_subspace)
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
+    """``trained_checkpoint(method, shape)``: a digits subspace trained for two epochs."""
+    return _cached(tmp_path_factory, "trained", train_tiny)
+
+
+@pytest.fixture(scope="session")
+def onnx_app_bundle(subspace_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unstructured line fixture as the sample apps load it: ONNX level files at 0, 0.5 and
     0.9 plus the alpha graphs (single graph and switch-once pair), validated on 60 held-out
     samples. Exported once; tests that change it work on a copy."""
     from lcs_export.export import ExportRequest, export_bundle
 
     output = tmp_path_factory.mktemp("onnx-app-bundle") / "onnx"
-    export_bundle(ExportRequest(target="onnx", checkpoint=trained_checkpoint("unstructured", "line"), output=output,
+    export_bundle(ExportRequest(target="onnx", checkpoint=subspace_checkpoint("unstructured", "line"), output=output,
                                 levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60))
     return output

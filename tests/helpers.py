@@ -1,8 +1,30 @@
-"""Small helpers every test module may use."""
+"""Small helpers every test module may use, and the tiny subspaces the fixtures build.
+
+Two kinds of subspace checkpoint, both through ``Trainer`` (same metadata, same writer):
+
+- ``train_tiny``: really trained (``Trainer.fit``) on the 8x8 digits; for the tests of
+  training itself (the loss falls, resume) and of accuracy;
+- ``random_subspace``: no gradient step at all: seeded random weights in every layer, both
+  ends of a line apart, ``calibrate_activation_ranges`` so that quantized levels have real
+  input ranges, and a least-squares read-out (the classifier only) so that predictions are
+  spread over the classes with clear margins, as a trained network's are: parity compares
+  top-1 between PyTorch and a runtime, and a random network's near-constant, near-tied
+  logits would turn rounding noise into flips. Export, parity, bundle and app tests need a
+  subspace with honest structure and non-trivial weights, not a trained one, and this takes
+  about a second.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+METHODS = ("unstructured", "structured", "quantized")
+SHAPES = ("line", "point")
 
 
 @dataclass
@@ -17,3 +39,106 @@ class CliResult:
     def error_lines(self) -> list[str]:
         """The non-blank lines on stderr: a user error must be exactly one."""
         return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def tiny_config(method: str, shape: str, epochs: int = 2, **overrides: object):
+    """The settings of every tiny test subspace: cPreResNet11 on the 8x8 digits."""
+    from lcs_train.train import TrainConfig
+
+    settings = {"model": "cpreresnet11", "method": method, "shape": shape, "dataset": "digits", "epochs": epochs,
+                "batch_size": 32, "lr": 0.05, "warmup_epochs": 1, "augment_shift": 0, **overrides}
+    return TrainConfig(**settings)
+
+
+def train_tiny(output: Path, method: str, shape: str, epochs: int = 2, **overrides: object) -> Path:
+    """Train a small digits subspace into ``output`` (``Trainer.fit``) and return the path."""
+    from lcs_train.train import Trainer
+
+    Trainer(tiny_config(method, shape, epochs, **overrides), output).fit()
+    return output
+
+
+#: Calibration images (from the training split) for ``random_subspace``.
+CALIBRATION_IMAGES = 256
+
+
+@torch.no_grad()
+def randomize_weights(model: nn.Module, seed: int) -> None:
+    """Seeded random values in every parameter, so that no layer is trivial.
+
+    Conv and linear weights: uniform at torch's default scale for their fan-in, a quarter of
+    it where the model initialised them to zero (the last conv of each residual block, which
+    would otherwise leave every residual branch dead). Norm scales: 1 +- noise; biases: small
+    noise. Each end of a line gets its own draw, so points inside it differ from both ends.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    drawn: dict[str, torch.Tensor] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.dim() >= 2:
+            bound = 1.0 / math.sqrt(parameter[0].numel()) * (1.0 if parameter.any() else 0.25)
+            value = (torch.rand(parameter.shape, generator=generator) * 2 - 1) * bound
+        elif name.rsplit(".", 1)[-1].startswith("weight"):
+            value = 1.0 + 0.2 * torch.randn(parameter.shape, generator=generator)
+        else:
+            value = 0.1 * torch.randn(parameter.shape, generator=generator)
+        if name.endswith("_end"):
+            # The far end of a line: the near end moved by a third of a fresh draw, so that
+            # the ends differ clearly and the middle of the line is still a working network.
+            value = drawn[name.removesuffix("_end")] + value / 3
+        drawn[name] = value
+        parameter.copy_(value)
+
+
+@torch.no_grad()
+def fit_readout(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+    """Set the classifier (the last compressible linear layer) by ridge regression from its
+    inputs to one-hot labels, from the features at both ends and the middle of the trained
+    range together."""
+    from lcs_train.layers import CompressibleLinear
+    from lcs_train.subspace import at_alpha, compressible_layers, model_method
+
+    classifier = [layer for layer in compressible_layers(model) if isinstance(layer, CompressibleLinear)][-1]
+    top = model_method(model).max_alpha
+    features: list[torch.Tensor] = []
+    handle = classifier.register_forward_hook(lambda module, inputs, output: features.append(inputs[0]))
+    was_training = model.training
+    model.eval()
+
+    def solve(alphas: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        features.clear()
+        for alpha in alphas:
+            with at_alpha(model, alpha):
+                model(images)
+        x = torch.cat(features).double()
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+        y = torch.nn.functional.one_hot(labels.repeat(len(alphas)), num_classes).double() * 4.0 - 2.0
+        gram = x.T @ x
+        gram += 0.1 * gram.diagonal().mean() * torch.eye(x.shape[1], dtype=x.dtype)
+        solution = torch.linalg.solve(gram, x.T @ y).T.float()
+        return solution[:, :-1], solution[:, -1]
+
+    try:
+        weight, bias = solve([0.0, top / 2, top])
+        classifier.weight.copy_(weight), classifier.bias.copy_(bias)
+        if hasattr(classifier, "weight_end"):
+            # One read-out serves the whole line (two separately fitted ones would not add up
+            # to a working one in the middle); its far end differs by a little noise.
+            generator = torch.Generator().manual_seed(len(images))
+            classifier.weight_end.copy_(weight * (1 + 0.05 * torch.randn(weight.shape, generator=generator)))
+            classifier.bias_end.copy_(bias + 0.05 * torch.randn(bias.shape, generator=generator))
+    finally:
+        handle.remove()
+        model.train(was_training)
+
+
+def random_subspace(output: Path, method: str, shape: str, seed: int = 0, **overrides: object) -> Path:
+    """An untrained but calibrated digits subspace checkpoint at ``output`` (epoch 0)."""
+    from lcs_train.calibrate import calibrate_activation_ranges
+    from lcs_train.train import Trainer
+
+    trainer = Trainer(tiny_config(method, shape, **overrides), output)
+    randomize_weights(trainer.model, seed)
+    calibrate_activation_ranges(trainer.model, trainer.train_images[:CALIBRATION_IMAGES])
+    fit_readout(trainer.model, trainer.train_images, trainer.dataset.train_labels, len(trainer.dataset.classes))
+    trainer.save(0)
+    return output

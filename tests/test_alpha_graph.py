@@ -46,8 +46,8 @@ def assert_close(got: torch.Tensor, expected: torch.Tensor, quantized: bool) -> 
 
 
 @pytest.mark.parametrize(("method", "shape"), CASES)
-def test_alpha_input_module_matches_subspace_and_clamps(trained_checkpoint, held_out, method, shape) -> None:
-    model, _ = load_subspace(trained_checkpoint(method, shape))
+def test_alpha_input_module_matches_subspace_and_clamps(subspace_checkpoint, held_out, method, shape) -> None:
+    model, _ = load_subspace(subspace_checkpoint(method, shape))
     graph = AlphaInputModule(model)
     top = model_method(model).max_alpha
     for alpha in [*alphas_between(model), -0.5, top + 0.2]:
@@ -59,8 +59,8 @@ def test_alpha_input_module_matches_subspace_and_clamps(trained_checkpoint, held
 
 
 @pytest.mark.parametrize(("method", "shape"), CASES)
-def test_switch_once_pair_matches_subspace(trained_checkpoint, held_out, method, shape) -> None:
-    model, _ = load_subspace(trained_checkpoint(method, shape))
+def test_switch_once_pair_matches_subspace(subspace_checkpoint, held_out, method, shape) -> None:
+    model, _ = load_subspace(subspace_checkpoint(method, shape))
     weights = AlphaWeightsModule(model)
     predict = alpha_predict_module(model)
     buffers = dict(predict.named_buffers())

@@ -175,10 +175,10 @@ def test_android_project_gets_the_bundle_in_its_assets(bundle: Path, tmp_path: P
 
 
 def test_ios_project_gets_a_core_ml_bundle_as_a_resource(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path,
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path,
 ) -> None:
     coreml = tmp_path / "coreml"
-    exported = invoke("coreml", trained_checkpoint("unstructured", "line"), "--levels", "0.0", "-o", coreml, "--no-validate")
+    exported = invoke("coreml", subspace_checkpoint("unstructured", "line"), "--levels", "0.0", "-o", coreml, "--no-validate")
     assert exported.exit_code == 0, exported.output
     web = tmp_path / "web"
     assert_refused(invoke("app", coreml, "--platform", "web", "-o", web), 2, web,

@@ -29,8 +29,8 @@ SAMPLES = "40"
 
 
 @pytest.fixture(scope="module")
-def checkpoint(trained_checkpoint: Callable[[str, str], Path]) -> Path:
-    return trained_checkpoint("unstructured", "line")
+def checkpoint(subspace_checkpoint: Callable[[str, str], Path]) -> Path:
+    return subspace_checkpoint("unstructured", "line")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,11 @@ from lcs_train.checkpoint import load_checkpoint, save_checkpoint
 from lcs_train.errors import LcsError
 
 
+# What a finished training run writes (history, momentum): the trained fixture, on the worker
+# that trains it for test_training too.
+pytestmark = pytest.mark.xdist_group("trained")
+
+
 @pytest.fixture()
 def checkpoint_copy(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> Path:
     path = tmp_path / "subspace.safetensors"

@@ -48,14 +48,13 @@ def held_out() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def exported(trained_checkpoint, tmp_path_factory, held_out) -> Any:
+def exported(subspace_checkpoint, tmp_path_factory, held_out) -> Any:
     """``exported(method)``: subspace, levels and the artifacts of one export (cached)."""
     cache: dict[str, dict[str, Any]] = {}
 
     def get(method: str) -> dict[str, Any]:
         if method not in cache:
-            torch.set_num_threads(2)
-            model, _ = load_subspace(trained_checkpoint(method, "point"))
+            model, _ = load_subspace(subspace_checkpoint(method, "point"))
             levels = [_level(model, alpha) for alpha in LEVELS[method]]
             directory = tmp_path_factory.mktemp(f"coreml-{method}")
             example = torch.from_numpy(held_out[0][:1])
@@ -195,8 +194,8 @@ def _assert_ends_stay_float(evidence: dict[str, dict[str, Any]]) -> None:
     assert all(e["sparsity"] == 0.0 and e["dtype"] == "float32" for e in floats)
 
 
-def test_float16_export_tracks_pytorch(trained_checkpoint, tmp_path, held_out):
-    model, _ = load_subspace(trained_checkpoint("unstructured", "point"))
+def test_float16_export_tracks_pytorch(subspace_checkpoint, tmp_path, held_out):
+    model, _ = load_subspace(subspace_checkpoint("unstructured", "point"))
     level = _level(model, 0.9)
     (artifact,) = get_target("coreml").export_levels(
         [level], torch.from_numpy(held_out[0][:1]), tmp_path, _options({"compute_precision": "float16"})
@@ -311,9 +310,9 @@ if sys.platform != "darwin":
         pytest.skip(NOT_ON_MACOS)
 
 
-def test_alpha_input_program_of_a_line_subspace(trained_checkpoint, tmp_path, held_out):
+def test_alpha_input_program_of_a_line_subspace(subspace_checkpoint, tmp_path, held_out):
     """Lines interpolate every weight in the program; the converter must get primitive ops."""
-    model, _ = load_subspace(trained_checkpoint("unstructured", "line"))
+    model, _ = load_subspace(subspace_checkpoint("unstructured", "line"))
     example = torch.from_numpy(held_out[0][:1])
     graph = build_alpha_graph(model, example, switch_once=False)
     (artifact,) = get_target("coreml").export_alpha_input(graph, tmp_path, _options({}))

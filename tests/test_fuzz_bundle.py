@@ -80,9 +80,9 @@ class OpenWatch:
 
 
 @pytest.fixture(scope="module")
-def world(trained_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+def world(subspace_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The real bundle (plus a small package-shaped artifact), decoys outside, and the watch."""
-    checkpoint = trained_checkpoint("unstructured", "line")
+    checkpoint = subspace_checkpoint("unstructured", "line")
     root = tmp_path_factory.mktemp("fuzz")
     plain = copy_bundle(onnx_bundle(tmp_path_factory, checkpoint), root / "plain")
     with_package = copy_bundle(plain, root / "with-package")

@@ -252,6 +252,7 @@ def training_forbidden(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reached
 
 
+@pytest.mark.xdist_group("trained")  # mutates a trained run's history: the trained fixture
 def test_fuzz_hostile_checkpoints(
     trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     training_forbidden: list[int],
@@ -354,10 +355,10 @@ def _option_cases(rng: random.Random, sandbox: Path, checkpoint: Path) -> Iterat
 
 
 def test_fuzz_invalid_options_are_refused_before_training(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
     training_forbidden: list[int],
 ) -> None:
-    checkpoint = trained_checkpoint("unstructured", "point")
+    checkpoint = subspace_checkpoint("unstructured", "point")
     sandbox = tmp_path / "sandbox"
     sandbox.mkdir()
     (sandbox / "a-file").write_text("x")

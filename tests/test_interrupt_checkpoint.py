@@ -55,9 +55,9 @@ CASES = [(step, sig) for step in SAVE_STEPS for sig in (signal.SIGINT, signal.SI
 
 
 def test_a_save_interrupted_at_any_step_keeps_a_whole_checkpoint(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    source = trained_checkpoint("unstructured", "point")
+    source = subspace_checkpoint("unstructured", "point")
     old_bytes = source.read_bytes()
     old_epoch = load_checkpoint(source).metadata["epoch"]
     # All savers start at once (each imports torch), then each is stopped at its step.
@@ -138,11 +138,11 @@ def test_ctrl_c_and_kill_during_training_then_resume(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("delay", [0.5, 1.8, 3.0, 4.2, 5.0])
 def test_ctrl_c_during_evaluation_exits_130_cleanly(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, delay: float,
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, delay: float,
 ) -> None:
     """Wherever the Ctrl-C lands (imports, evaluation, plotting, teardown): exit 130 with one
     line, or 0 when the work was already done; never a traceback or "Fatal Python error"."""
-    checkpoint = trained_checkpoint("unstructured", "point")
+    checkpoint = subspace_checkpoint("unstructured", "point")
     report = tmp_path / "report.json"
     process = lcs_train_process("eval", str(checkpoint), "--alphas", "0,0.5", "--out", str(report))
     # The run takes about 5 s here: the delays land in start-up, loading, evaluation and plotting.

@@ -35,8 +35,8 @@ def level_alphas(model: nn.Module) -> list[float]:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("method", METHODS)
-def test_level_matches_subspace(trained_checkpoint, held_out, method: str, shape: str) -> None:
-    model, _ = load_subspace(trained_checkpoint(method, shape))
+def test_level_matches_subspace(subspace_checkpoint, held_out, method: str, shape: str) -> None:
+    model, _ = load_subspace(subspace_checkpoint(method, shape))
     for alpha in level_alphas(model):
         with torch.no_grad(), at_alpha(model, alpha):
             expected = model(held_out)
@@ -45,8 +45,8 @@ def test_level_matches_subspace(trained_checkpoint, held_out, method: str, shape
         assert torch.equal(got.argmax(1), expected.argmax(1))
 
 
-def test_structured_level_is_physically_narrower(trained_checkpoint) -> None:
-    model, checkpoint = load_subspace(trained_checkpoint("structured", "line"))
+def test_structured_level_is_physically_narrower(subspace_checkpoint) -> None:
+    model, checkpoint = load_subspace(subspace_checkpoint("structured", "line"))
     input_shape = checkpoint.metadata["input"]["shape"]
     alpha = 0.5
     level = materialize_level(model, alpha, input_shape)
@@ -64,8 +64,8 @@ def test_structured_level_is_physically_narrower(trained_checkpoint) -> None:
     assert narrow["measured"]["width"] == pytest.approx(1 - alpha, abs=0.02)
 
 
-def test_quantized_level_stores_integer_codes_on_the_grid(trained_checkpoint) -> None:
-    model, _ = load_subspace(trained_checkpoint("quantized", "line"))
+def test_quantized_level_stores_integer_codes_on_the_grid(subspace_checkpoint) -> None:
+    model, _ = load_subspace(subspace_checkpoint("quantized", "line"))
     method = model_method(model)
     for alpha in (0.0, 0.8):
         bits = method.level(alpha)["bits"]
@@ -85,8 +85,8 @@ def test_quantized_level_stores_integer_codes_on_the_grid(trained_checkpoint) ->
     assert isinstance(level.stem, nn.Conv2d) and isinstance(level.classifier, nn.Linear)
 
 
-def test_unstructured_stats_measure_the_sparsity(trained_checkpoint) -> None:
-    model, _ = load_subspace(trained_checkpoint("unstructured", "line"))
+def test_unstructured_stats_measure_the_sparsity(subspace_checkpoint) -> None:
+    model, _ = load_subspace(subspace_checkpoint("unstructured", "line"))
     stats = [level_cost(model, a, [1, 8, 8]) for a in (0.0, 0.5, 0.9)]
     for alpha, stat in zip((0.0, 0.5, 0.9), stats):
         assert stat["measured"]["sparsity"] == pytest.approx(alpha, abs=0.01)
@@ -94,7 +94,7 @@ def test_unstructured_stats_measure_the_sparsity(trained_checkpoint) -> None:
     assert stats[2]["nonzero_flops"] < stats[2]["flops"] == stats[0]["flops"]
 
 
-def test_alpha_outside_the_trained_range_is_refused(trained_checkpoint) -> None:
-    model, _ = load_subspace(trained_checkpoint("structured", "line"))
+def test_alpha_outside_the_trained_range_is_refused(subspace_checkpoint) -> None:
+    model, _ = load_subspace(subspace_checkpoint("structured", "line"))
     with pytest.raises(LcsError, match="trained range"):
         materialize_level(model, 0.9)

@@ -83,9 +83,9 @@ def test_alpha_sweep_covers_levels_in_between_points_and_one_clamped_alpha() -> 
 
 
 def test_reference_is_the_subspace_at_alpha_and_batching_does_not_change_it(
-    trained_checkpoint: Callable[[str, str], Path]
+    subspace_checkpoint: Callable[[str, str], Path]
 ) -> None:
-    model, checkpoint = load_subspace(trained_checkpoint("unstructured", "line"))
+    model, checkpoint = load_subspace(subspace_checkpoint("unstructured", "line"))
     held_out = load_held_out(checkpoint.metadata["data"], checkpoint.metadata["input"]["shape"], samples=300)
     assert held_out.images.shape == (300, 1, 8, 8) and held_out.description["dataset"] == "digits"
     batched = reference_logits(model, held_out.images, 0.5)

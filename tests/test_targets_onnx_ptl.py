@@ -39,7 +39,7 @@ def entry(artifact: Artifact) -> dict:
 
 
 @pytest.fixture(scope="module")
-def exported(trained_checkpoint, tmp_path_factory):
+def exported(subspace_checkpoint, tmp_path_factory):
     """Per method: the subspace and every artifact of both targets (exported once)."""
     cache: dict[tuple[str, str], tuple] = {}
 
@@ -47,7 +47,7 @@ def exported(trained_checkpoint, tmp_path_factory):
         key = (method, target_name)
         if key not in cache:
             shape, alphas = CASES[method]
-            model, _ = load_subspace(trained_checkpoint(method, shape))
+            model, _ = load_subspace(subspace_checkpoint(method, shape))
             directory = tmp_path_factory.mktemp(f"{target_name}-{method}")
             target = get_target(target_name)
             example = torch.zeros(1, 1, 8, 8)

@@ -89,8 +89,8 @@ def test_cifar10_binary_layout_is_read(tmp_path: Path) -> None:
     assert int(dataset.train_labels[0]) == 3 and float(dataset.train_images[0, 0, 0, 1]) == 1.0
 
 
-def test_bad_eval_input(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
-    structured = trained_checkpoint("structured", "point")
+def test_bad_eval_input(subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
+    structured = subspace_checkpoint("structured", "point")
     result = invoke("eval", str(structured), "--alphas", "0,0.9")
     assert result.exit_code == 2 and "outside the trained range [0, 0.75]" in plain(result.output)
     result = invoke("eval", str(structured), "--alphas", "zero")
@@ -101,9 +101,9 @@ def test_bad_eval_input(trained_checkpoint: Callable[[str, str], Path], tmp_path
     assert result.exit_code == 2 and "truncated" in plain(result.output)
 
 
-def test_existing_output_is_not_overwritten(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
+def test_existing_output_is_not_overwritten(subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
     existing = tmp_path / "kept.safetensors"
-    existing.write_bytes(trained_checkpoint("unstructured", "point").read_bytes())
+    existing.write_bytes(subspace_checkpoint("unstructured", "point").read_bytes())
     before = existing.read_bytes()
     result = invoke(*TINY, "--epochs", "1", "--out", str(existing))
     assert result.exit_code == 2 and "--resume" in plain(result.output)

@@ -252,10 +252,10 @@ METADATA_CASES = [
 
 @pytest.mark.parametrize(("edit", "message"), METADATA_CASES, ids=[m for _, m in METADATA_CASES])
 def test_impossible_metadata_is_refused_naming_the_field(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, edit: Callable[[dict[str, Any]], Any],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, edit: Callable[[dict[str, Any]], Any],
     message: str, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    path = rewrite_checkpoint(trained_checkpoint("unstructured", "line"), tmp_path / "edited.safetensors", edit)
+    path = rewrite_checkpoint(subspace_checkpoint("unstructured", "line"), tmp_path / "edited.safetensors", edit)
     with pytest.raises(LcsError, match=re.escape(message)):
         load_subspace(path)
     result = run_cli(capsys, "eval", str(path), "--out", str(tmp_path / "report.json"))
@@ -263,8 +263,8 @@ def test_impossible_metadata_is_refused_naming_the_field(
     assert not (tmp_path / "report.json").exists()
 
 
-def test_non_finite_metadata_and_deep_nesting_are_refused(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
-    source = trained_checkpoint("unstructured", "line")
+def test_non_finite_metadata_and_deep_nesting_are_refused(subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> None:
+    source = subspace_checkpoint("unstructured", "line")
     nan = rewrite_checkpoint(source, tmp_path / "nan.safetensors", raw_metadata='{"format": "lcs-subspace", "x": NaN}')
     with pytest.raises(LcsError, match="corrupt lcs metadata"):
         load_checkpoint(nan)
@@ -283,9 +283,9 @@ def test_non_finite_metadata_and_deep_nesting_are_refused(trained_checkpoint: Ca
     ],
 )
 def test_edited_tensors_are_refused(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, edit: Callable[[dict[str, torch.Tensor]], Any], message: str,
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, edit: Callable[[dict[str, torch.Tensor]], Any], message: str,
 ) -> None:
-    path = rewrite_checkpoint(trained_checkpoint("unstructured", "line"), tmp_path / "edited.safetensors", edit_tensors=edit)
+    path = rewrite_checkpoint(subspace_checkpoint("unstructured", "line"), tmp_path / "edited.safetensors", edit_tensors=edit)
     with pytest.raises(LcsError, match=re.escape(message)):
         load_subspace(path)
 
@@ -300,9 +300,9 @@ def test_a_directory_given_as_a_checkpoint(tmp_path: Path, capsys: pytest.Captur
 
 
 @pytest.fixture()
-def fixed_baseline(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> Path:
+def fixed_baseline(subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path) -> Path:
     """A point network recorded as trained only at alpha 0.5 (what --fixed-alpha 0.5 writes)."""
-    return rewrite_checkpoint(trained_checkpoint("unstructured", "point"), tmp_path / "fixed.safetensors", _set("alpha.fixed", 0.5))
+    return rewrite_checkpoint(subspace_checkpoint("unstructured", "point"), tmp_path / "fixed.safetensors", _set("alpha.fixed", 0.5))
 
 
 def test_a_fixed_alpha_baseline_refuses_other_alphas(fixed_baseline: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -335,8 +335,8 @@ def test_fixed_alpha_is_recorded_by_training(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
-def test_checkpoints_respect_the_umask(trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, umask: int, mode: int) -> None:
-    loaded = load_checkpoint(trained_checkpoint("unstructured", "point"))
+def test_checkpoints_respect_the_umask(subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, umask: int, mode: int) -> None:
+    loaded = load_checkpoint(subspace_checkpoint("unstructured", "point"))
     previous = os.umask(umask)
     try:
         path = save_checkpoint(tmp_path / "c.safetensors", loaded.metadata, loaded.model_state)
@@ -377,9 +377,9 @@ def test_a_full_disk_during_a_save_names_the_file_and_leaves_nothing(tmp_path: P
 
 
 def test_eval_data_dir_for_an_embedded_dataset_is_refused(
-    trained_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    result = run_cli(capsys, "eval", str(trained_checkpoint("unstructured", "point")), "--data-dir", str(tmp_path),
+    result = run_cli(capsys, "eval", str(subspace_checkpoint("unstructured", "point")), "--data-dir", str(tmp_path),
                      "--out", str(tmp_path / "r.json"))
     assert_one_line_error(result, 2, "--data-dir applies only to cifar10 checkpoints")
     assert list(tmp_path.iterdir()) == []

@@ -65,8 +65,8 @@ def invoke(*arguments: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(trained_checkpoint: Callable[[str, str], Path]) -> Path:
-    return trained_checkpoint("unstructured", "line")
+def checkpoint(subspace_checkpoint: Callable[[str, str], Path]) -> Path:
+    return subspace_checkpoint("unstructured", "line")
 
 
 @pytest.fixture(scope="module")
