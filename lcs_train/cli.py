@@ -56,11 +56,12 @@ DEFAULT_OUT = Path("runs/default/subspace.safetensors")
 
 def _level_table(title: str, rows: list[LevelResult]) -> Table:
     table = Table(title=title)
-    for column in ("alpha", "compression", "measured", "non-zero params", "MFLOPs dense / non-zero", "top-1 %"):
+    for column in ("alpha", "compression (measured)", "non-zero / params", "MFLOPs dense / non-zero", "top-1 %"):
         table.add_column(column, justify="right")
     for row in rows:
+        measured = {unit: row.measured.get(unit, value) for unit, value in row.compression.items()}
         table.add_row(
-            f"{row.alpha:g}", _units_text(row.compression), _units_text(row.measured),
+            f"{row.alpha:g}", _units_text(measured),
             f"{row.nonzeros:,} / {row.parameters:,}",
             f"{row.flops / 1e6:.2f} / {row.nonzero_flops / 1e6:.2f}", f"{100 * row.accuracy:.2f}",
         )

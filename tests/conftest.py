@@ -2,7 +2,7 @@
 
 - ``subspace_checkpoint(method, shape)``: random weights, calibrated, never trained (well
   under a second): for export, parity, manifest, bundle, app and input-checking tests;
-- ``trained_checkpoint(method, shape)``: trained for two epochs on the 8x8 digits (seconds):
+- ``trained_checkpoint(method, shape)``: trained for an epoch or two on the 8x8 digits (seconds):
   only for tests of training and of accuracy. Tests that use it are in the ``trained``
   xdist group, so that one worker trains each subspace once.
 """
@@ -48,7 +48,7 @@ def subspace_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[s
 
 @pytest.fixture(scope="session")
 def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
-    """``trained_checkpoint(method, shape)``: a digits subspace trained for two epochs."""
+    """``trained_checkpoint(method, shape)``: a digits subspace trained briefly (``helpers.train_tiny``)."""
     return _cached(tmp_path_factory, "trained", train_tiny)
 
 
@@ -56,10 +56,18 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
 def onnx_app_bundle(subspace_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unstructured line fixture as the sample apps load it: ONNX level files at 0, 0.5 and
     0.9 plus the alpha graphs (single graph and switch-once pair), validated on 60 held-out
-    samples. Exported once; tests that change it work on a copy."""
+    samples. Exported once for the whole run (the first xdist worker to get here writes it,
+    under a lock); tests that change it work on a copy."""
+    from filelock import FileLock
+
     from lcs_export.export import ExportRequest, export_bundle
 
-    output = tmp_path_factory.mktemp("onnx-app-bundle") / "onnx"
-    export_bundle(ExportRequest(target="onnx", checkpoint=subspace_checkpoint("unstructured", "line"), output=output,
-                                levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60))
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's directory, above every worker's own
+    output = shared / "onnx-app-bundle" / "onnx"
+    with FileLock(str(shared / "onnx-app-bundle.lock")):
+        if not (output / "manifest.json").is_file():
+            export_bundle(ExportRequest(target="onnx", checkpoint=subspace_checkpoint("unstructured", "line"),
+                                        output=output, levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60))
     return output

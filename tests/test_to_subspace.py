@@ -88,7 +88,7 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, al
     model.train()
     losses = []
     for step in range(6):
-        batch = slice(32 * (step % 2), 32 * (step % 2 + 1))
+        batch = slice(16 * (step % 2), 16 * (step % 2 + 1))
         optimizer.zero_grad()
         loss = torch.zeros(())
         for alpha in alphas:

@@ -86,7 +86,10 @@ def convert_module(
     module = module.eval()
     batch = torch.export.Dim("batch", min=1, max=options.max_batch)
     dynamic = ({0: batch},) + (None,) * (len(example) - 1)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # An alpha-input module sets each layer's alpha (a plain attribute) from its input in
+        # forward; torch.export warns about that assignment, which is the intent here.
+        warnings.filterwarnings("ignore", message=".*were assigned during export.*")
         program = torch.export.export(module, tuple(example), dynamic_shapes=dynamic).run_decompositions({})
     with quiet_coremltools() as ct, _flexible_batch_group_norm():
         inputs = [

@@ -17,6 +17,7 @@ interpreter elsewhere; the runner's ``path_used`` says which.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -31,6 +32,9 @@ from targets.coreml.options import CoreMLOptions, parse_options
 from targets.coreml.runner import COREML_PREDICT, MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
 from targets.coreml.weights import WeightPlan, plan_weights, store_weights
 from targets.inputs import AlphaGraph, Level, batch_example
+
+if importlib.util.find_spec("coremltools") is None:  # imported lazily; without it, no coreml target
+    raise ModuleNotFoundError("the coreml target needs coremltools: pip install coremltools", name="coremltools")
 
 MULTIFUNCTION_FILE = "levels.mlpackage"
 ALPHA_INPUT_FILE = "alpha_input.mlpackage"

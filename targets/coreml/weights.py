@@ -17,6 +17,7 @@ already narrower networks and need no rewrite.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def store_weights(mlmodel: Any, plans: list[WeightPlan], options: CoreMLOptions)
         return mlmodel, {}
     _apply_graph_pass = private("coremltools.models.utils:_apply_graph_pass")
 
-    graph_pass = _StoreWeightsPass(plans, options)
+    graph_pass = _store_weights_pass()(plans, options)
     with _quiet():
         stored = _apply_graph_pass(
             mlmodel, graph_pass, spec_version=mlmodel.get_spec().specificationVersion, skip_model_load=True,
@@ -111,27 +112,29 @@ def _quiet() -> Any:
     return quiet_coremltools()
 
 
-def _graph_pass_base() -> type:
+@functools.cache
+def _store_weights_pass() -> type:
+    """The graph pass class, built on first use: its base class is coremltools', and importing
+    coremltools (3 s) belongs to a Core ML export, not to every lcs-export start."""
     AbstractGraphPass = private("coremltools.converters.mil.mil.passes.graph_pass:AbstractGraphPass")  # noqa: N806
 
-    return AbstractGraphPass
+    class StoreWeightsPass(AbstractGraphPass):  # type: ignore[misc,valid-type]
+        """Replace each planned weight const of the main function with its decompression op."""
 
+        def __init__(self, plans: list[WeightPlan], options: CoreMLOptions) -> None:
+            super().__init__()
+            self.plans, self.options = plans, options
+            self.located: dict[str, str] = {}
 
-class _StoreWeightsPass(_graph_pass_base()):  # type: ignore[misc]
-    """Replace each planned weight const of the main function with its decompression op."""
+        def apply(self, prog: Any) -> None:
+            function = prog.functions["main"]
+            candidates = _weight_consts(function.operations)
+            for plan in self.plans:
+                op = _match(plan, candidates, self.options)
+                candidates.remove(op)
+                self.located[plan.layer] = _replace(op, plan)
 
-    def __init__(self, plans: list[WeightPlan], options: CoreMLOptions) -> None:
-        super().__init__()
-        self.plans, self.options = plans, options
-        self.located: dict[str, str] = {}
-
-    def apply(self, prog: Any) -> None:
-        function = prog.functions["main"]
-        candidates = _weight_consts(function.operations)
-        for plan in self.plans:
-            op = _match(plan, candidates, self.options)
-            candidates.remove(op)
-            self.located[plan.layer] = _replace(op, plan)
+    return StoreWeightsPass
 
 
 def _weight_consts(operations: Iterable[Any]) -> list[Any]:
