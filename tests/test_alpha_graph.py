@@ -15,6 +15,9 @@ from lcs_train.layers import CompressibleNorm
 from lcs_train.restore import load_subspace
 from lcs_train.subspace import at_alpha, model_method
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("alpha_graph")
+
 CASES = (("unstructured", "line"), ("structured", "line"), ("quantized", "line"))
 
 

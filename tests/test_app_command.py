@@ -17,6 +17,9 @@ from lcs_export.bundle import check_integrity, sha256_of
 from lcs_export.cli import build_app
 from lcs_export.manifest import read_manifest
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("app_command")
+
 runner = CliRunner()
 SAMPLE_APPS = Path(__file__).resolve().parents[1] / "sample_apps"
 

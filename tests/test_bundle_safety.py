@@ -25,6 +25,9 @@ from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, staged_bundle
 from lcs_train.files import write_json_atomic
 from lcs_export.manifest import MANIFEST_VERSION, read_manifest
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("bundle_safety")
+
 SAMPLES = "40"
 
 

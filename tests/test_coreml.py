@@ -32,6 +32,9 @@ from targets.inputs import Level
 from targets.coreml.runner import MIL_INTERPRETER, CoreMLRunner, coreml_prediction_available
 from targets.coreml.weights import sparsity_of, weights_evidence
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("coreml")
+
 #: Two levels per method: the ends that exercise every storage format.
 LEVELS = {
     "unstructured": [0.0, 0.9],  # float, sparse

@@ -26,6 +26,9 @@ from lcs_export.cli import build_app
 from lcs_export.manifest import read_manifest, validate_manifest
 from targets.base import LEVELS, Artifact, Target, option, register_target
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("export_cli")
+
 runner = CliRunner()
 REAL_TARGETS = [name for name in ("onnx", "torchscript-lite") if name in targets.TARGETS]
 PARITY_SAMPLES = "120"

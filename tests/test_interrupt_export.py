@@ -26,6 +26,9 @@ from lcs_export.atomic import PAUSE_STEPS
 from lcs_export.bundle import check_integrity, staged_bundle
 from lcs_export.manifest import read_manifest
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("interrupt_export")
+
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 240
 

@@ -20,6 +20,9 @@ from lcs_export.export import build_alpha_graph
 from targets.base import Artifact, get_target
 from targets.inputs import Level
 
+#: One xdist worker runs this module, so its module-scoped exports are built once.
+pytestmark = pytest.mark.xdist_group("targets_onnx_ptl")
+
 #: (method, shape, level alphas): quantized levels at 8 and 4 bits.
 CASES = {
     "unstructured": ("line", [0.0, 0.95]),
