@@ -79,12 +79,13 @@ def _materialize_layer(name: str, layer: CompressibleLayer, alpha: torch.Tensor,
         return layer.method.materialize_norm(layer, alpha, kept)
     assert isinstance(layer, CompressibleWeighted)
     kept_in, kept_out = widths.get(name, (layer.in_channels, layer.out_channels))
-    weight = layer.method.folded(layer, alpha)["weight"][:kept_out, :kept_in]
+    constants = layer.method.folded(layer, alpha)
+    weight = constants["weight"][:kept_out, :kept_in]
     result.layers.append(LayerFacts(name, weight, layer.method.compresses, layer.out_channels,
                                     layer.method.weight_bits(result.alpha)))
     if layer.method.compresses:
         result.prunable.append(name)
-    return layer.method.materialize_weighted(layer, alpha, kept_in, kept_out)
+    return layer.method.materialize_weighted(layer, alpha, constants, kept_in, kept_out)
 
 
 def materialize_level(model: nn.Module, alpha: float, input_shape: Sequence[int] | None = None) -> nn.Module:

@@ -118,11 +118,11 @@ class CompressionMethod:
         return self.folded(layer, alpha)
 
     def materialize_weighted(
-        self, layer: CompressibleWeighted, alpha: Tensor, kept_in: int, kept_out: int
+        self, layer: CompressibleWeighted, alpha: Tensor, constants: dict[str, Tensor], kept_in: int, kept_out: int
     ) -> nn.Module:
         """The plain module computing conv / linear ``layer`` at ``alpha``, reading ``kept_in``
-        input channels and writing ``kept_out`` (both full unless the level is narrower)."""
-        constants = self.folded(layer, alpha)
+        input channels and writing ``kept_out`` (both full unless the level is narrower).
+        ``constants`` is ``folded(layer, alpha)``, computed once by the caller."""
         bias = constants.get("bias")
         return layer.plain(constants["weight"][:kept_out, :kept_in], None if bias is None else bias[:kept_out])
 

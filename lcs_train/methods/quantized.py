@@ -73,9 +73,12 @@ class Quantized(CompressionMethod):
             constants.update({name: value.reshape(()) for name, value in zip(names, qparams)})
         return constants
 
-    def materialize_weighted(self, layer: Any, alpha: Tensor, kept_in: int, kept_out: int) -> nn.Module:
+    def materialize_weighted(
+        self, layer: Any, alpha: Tensor, constants: dict[str, Tensor], kept_in: int, kept_out: int
+    ) -> nn.Module:
         """Integer weight codes (uint8) with a per-tensor scale and zero point, and the input's
-        fake quantizer with constants for this bit width."""
+        fake quantizer with constants for this bit width (the codes are computed from the
+        interpolated weight, not from the fake-quantized ``constants``)."""
         bits = self.bits(alpha).reshape(())
         weight = layer.interpolated("weight", alpha)
         scale, zero_point, levels = affine_qparams(weight.min(), weight.max(), bits)
