@@ -13,14 +13,12 @@ import io
 import os
 import shutil
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import CliResult  # noqa: F401 (re-exported for the tests that import it from here)
-
-_BUNDLES: dict[tuple[str, bool], Path] = {}
-
 
 
 
@@ -64,18 +62,37 @@ def tree_state(path: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, i
     return state
 
 
+def shared_bundle(factory: pytest.TempPathFactory, name: str, export: Callable[[Path], Any]) -> Path:
+    """The bundle ``export(output)`` writes, exported once for the whole test run.
+
+    Under pytest-xdist every worker is its own process: the first to get here exports into
+    the run's directory (above every worker's own) under a lock, and the others reuse it.
+    Copy it before changing it.
+    """
+    from filelock import FileLock
+
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    output = root / name / "bundle"
+    with FileLock(str(root / f"{name}.lock")):
+        if not (output / "manifest.json").is_file():
+            export(output)
+    return output
+
+
 def onnx_bundle(factory: pytest.TempPathFactory, checkpoint: Path, dynamic_alpha: bool = True) -> Path:
     """A real ONNX bundle of ``checkpoint`` (levels 0 and 0.5, plus the alpha graphs), written
-    once per session through ``export_bundle`` without validation. Copy it before changing it."""
+    once per run through ``export_bundle`` without validation. Copy it before changing it.
+
+    Keyed by the checkpoint's content: the fixture checkpoints are seeded, so every worker's
+    copy of one is the same file."""
     from lcs_export.export import ExportRequest, export_bundle
 
-    key = (str(checkpoint), dynamic_alpha)
-    if key not in _BUNDLES:
-        output = factory.mktemp("onnx-bundle") / "bundle"
-        export_bundle(ExportRequest(target="onnx", checkpoint=checkpoint, output=output, levels="0.0,0.5",
-                                    dynamic_alpha=dynamic_alpha, validate=False))
-        _BUNDLES[key] = output
-    return _BUNDLES[key]
+    digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
+    return shared_bundle(factory, f"onnx-bundle-{digest}-{'alpha' if dynamic_alpha else 'levels'}", lambda output:
+                         export_bundle(ExportRequest(target="onnx", checkpoint=checkpoint, output=output,
+                                                     levels="0.0,0.5", dynamic_alpha=dynamic_alpha, validate=False)))
 
 
 def copy_bundle(bundle: Path, destination: Path) -> Path:

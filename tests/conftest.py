@@ -56,18 +56,11 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
 def onnx_app_bundle(subspace_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unstructured line fixture as the sample apps load it: ONNX level files at 0, 0.5 and
     0.9 plus the alpha graphs (single graph and switch-once pair), validated on 60 held-out
-    samples. Exported once for the whole run (the first xdist worker to get here writes it,
-    under a lock); tests that change it work on a copy."""
-    from filelock import FileLock
-
+    samples. Exported once for the whole run (``bundle_helpers.shared_bundle``); tests that
+    change it work on a copy."""
+    from bundle_helpers import shared_bundle
     from lcs_export.export import ExportRequest, export_bundle
 
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # the run's directory, above every worker's own
-    output = shared / "onnx-app-bundle" / "onnx"
-    with FileLock(str(shared / "onnx-app-bundle.lock")):
-        if not (output / "manifest.json").is_file():
-            export_bundle(ExportRequest(target="onnx", checkpoint=subspace_checkpoint("unstructured", "line"),
-                                        output=output, levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60))
-    return output
+    checkpoint = subspace_checkpoint("unstructured", "line")
+    return shared_bundle(tmp_path_factory, "onnx-app-bundle", lambda output: export_bundle(ExportRequest(
+        target="onnx", checkpoint=checkpoint, output=output, levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60)))
