@@ -387,6 +387,9 @@ def build_app() -> typer.Typer:
     app.command("validate")(validate_command)
     app.command("inspect")(inspect_command)
     app.command("app")(app_command)
+    from lcs_export.bench_cli import bench_command  # imports this module: registered last
+
+    app.command("bench")(bench_command)
     return app
 
 
