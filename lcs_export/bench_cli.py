@@ -58,3 +58,73 @@ def bench_command(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 write(path)
                 console.print(f"wrote {path}", highlight=False)
+
+
+def serve_demo_command(
+    bundle: Annotated[Path, typer.Argument(help="bundle directory with level files (lcs-export ... --levels)")],
+    budget_ms: Annotated[float | None, typer.Option(
+        "--budget-ms", help="latency budget per call in ms (above 0); the policy moves to cheaper levels over it",
+        show_default="no budget")] = None,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="stop after this many seconds", show_default="until Ctrl-C")] = None,
+    trace: Annotated[Path | None, typer.Option(
+        "--trace", help="write the trace (time, level, latency, signals, reason) as JSON to this file")] = None,
+    load_cpu: Annotated[int, typer.Option(
+        "--load-cpu", help="start this many busy processes (python -m lcs_export.cpu_load) to load the CPUs", min=0)] = 0,
+    load_after: Annotated[float, typer.Option(
+        "--load-after", help="seconds to wait before starting --load-cpu", min=0)] = 0.0,
+    load_thresholds: Annotated[str, typer.Option(
+        "--load-thresholds", help="1-minute load average per CPU from which the host counts as thermal fair, "
+                                  "serious, critical")] = "1,1.5,3",
+    batch: Annotated[int, typer.Option("--batch", help="images per call", min=1)] = 1,
+    debug: Debug = False,
+) -> None:
+    """Run BUNDLE with the adaptive runtime: the shared level policy picks the level from this
+    host's load average, battery (psutil, where present) and recent latency against --budget-ms;
+    shows level, latency and throughput live. Every sha256 is checked first (exit 1)."""
+    import threading
+
+    from lcs_export.cpu_load import start_load, stop_load
+    from lcs_export.host_signals import LoadThresholds
+    from lcs_export.runtime import AdaptiveRuntime, IntegrityError, check_budget
+    from lcs_export.serve_demo import serve
+    from lcs_train.errors import LcsError
+    from lcs_train.files import write_json_atomic
+
+    console = output_console(False)
+    with _command_errors(debug):
+        check_budget(budget_ms)
+        if duration is not None and not duration > 0:
+            raise LcsError(f"--duration {duration:g} is not above 0", "give a number of seconds, e.g. --duration 30")
+        thresholds = LoadThresholds.parse(load_thresholds)
+        if trace is not None:
+            check_writable_output(trace, "--trace")
+        load: list = []
+        timer = None
+        try:
+            with AdaptiveRuntime(bundle, budget_ms=budget_ms, thresholds=thresholds) as runtime:
+                if load_cpu:
+                    seconds = (duration - load_after) if duration is not None else 24 * 3600.0
+                    timer = threading.Timer(load_after, lambda: load.extend(start_load(load_cpu, max(seconds, 0.1))))
+                    timer.start()
+                note = f"; {load_cpu} busy processes from {load_after:g} s" if load_cpu else ""
+                try:
+                    result = serve(runtime, console, duration, batch, note)
+                except KeyboardInterrupt:
+                    result = None
+                    raise
+        except IntegrityError as error:
+            print_error(f"{error}. Nothing was run; fix: copy the bundle again or re-export it",
+                        "integrity check failed")
+            raise typer.Exit(CHECK_FAILED) from None
+        finally:
+            if timer is not None:
+                timer.cancel()
+            stop_load(load)
+        if trace is not None:
+            trace.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(trace, {"bundle": str(bundle), "budget_ms": budget_ms,
+                                      "load_thresholds": vars(thresholds), "load_cpu": load_cpu,
+                                      "load_after_s": load_after, "levels": [vars(lv) for lv in runtime.levels],
+                                      "calls": result.calls, "entries": result.entries})
+            console.print(f"wrote {trace}", highlight=False)

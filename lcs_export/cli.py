@@ -387,9 +387,10 @@ def build_app() -> typer.Typer:
     app.command("validate")(validate_command)
     app.command("inspect")(inspect_command)
     app.command("app")(app_command)
-    from lcs_export.bench_cli import bench_command  # imports this module: registered last
+    from lcs_export.bench_cli import bench_command, serve_demo_command  # imports this module: registered last
 
     app.command("bench")(bench_command)
+    app.command("serve-demo")(serve_demo_command)
     return app
 
 
