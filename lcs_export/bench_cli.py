@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -82,14 +82,9 @@ def serve_demo_command(
     """Run BUNDLE with the adaptive runtime: the shared level policy picks the level from this
     host's load average, battery (psutil, where present) and recent latency against --budget-ms;
     shows level, latency and throughput live. Every sha256 is checked first (exit 1)."""
-    import threading
-
-    from lcs_export.cpu_load import start_load, stop_load
     from lcs_export.host_signals import LoadThresholds
     from lcs_export.runtime import AdaptiveRuntime, IntegrityError, check_budget
-    from lcs_export.serve_demo import serve
     from lcs_train.errors import LcsError
-    from lcs_train.files import write_json_atomic
 
     console = output_console(False)
     with _command_errors(debug):
@@ -99,32 +94,48 @@ def serve_demo_command(
         thresholds = LoadThresholds.parse(load_thresholds)
         if trace is not None:
             check_writable_output(trace, "--trace")
-        load: list = []
-        timer = None
+        settings = {"budget_ms": budget_ms, "duration_s": duration, "batch": batch, "load_cpu": load_cpu,
+                    "load_after_s": load_after, "load_thresholds": vars(thresholds)}
         try:
             with AdaptiveRuntime(bundle, budget_ms=budget_ms, thresholds=thresholds) as runtime:
-                if load_cpu:
-                    seconds = (duration - load_after) if duration is not None else 24 * 3600.0
-                    timer = threading.Timer(load_after, lambda: load.extend(start_load(load_cpu, max(seconds, 0.1))))
-                    timer.start()
-                note = f"; {load_cpu} busy processes from {load_after:g} s" if load_cpu else ""
-                try:
-                    result = serve(runtime, console, duration, batch, note)
-                except KeyboardInterrupt:
-                    result = None
-                    raise
+                _serve_with_load(runtime, console, duration, batch, load_cpu, load_after, trace, settings)
         except IntegrityError as error:
             print_error(f"{error}. Nothing was run; fix: copy the bundle again or re-export it",
                         "integrity check failed")
             raise typer.Exit(CHECK_FAILED) from None
-        finally:
-            if timer is not None:
-                timer.cancel()
-            stop_load(load)
-        if trace is not None:
-            trace.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(trace, {"bundle": str(bundle), "budget_ms": budget_ms,
-                                      "load_thresholds": vars(thresholds), "load_cpu": load_cpu,
-                                      "load_after_s": load_after, "levels": [vars(lv) for lv in runtime.levels],
-                                      "calls": result.calls, "entries": result.entries})
-            console.print(f"wrote {trace}", highlight=False)
+
+
+def _serve_with_load(runtime: Any, console: Any, duration: float | None, batch: int, load_cpu: int,
+                     load_after: float, trace_path: Path | None, settings: dict[str, Any]) -> None:
+    """serve-demo's run: the busy processes (if any) on a timer, the live display, the trace
+    written at the end, also after Ctrl-C (then exit 130 saying so)."""
+    import threading
+    import time
+
+    from lcs_export.cpu_load import start_load, stop_load
+    from lcs_export.serve_demo import Trace, serve, trace_report
+    from lcs_train.console import interrupted
+    from lcs_train.files import write_json_atomic
+
+    load: list[Any] = []
+    seconds = (duration - load_after) if duration is not None else 24 * 3600.0
+    timer = threading.Timer(load_after, lambda: load.extend(start_load(load_cpu, max(seconds, 0.1))))
+    note = f"; {load_cpu} busy processes from {load_after:g} s" if load_cpu else ""
+    trace = Trace(time.monotonic())
+    stopped = False
+    try:
+        if load_cpu:
+            timer.start()
+        serve(runtime, trace, console, duration, batch, note)
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        timer.cancel()
+        stop_load(load)
+    if trace_path is not None:
+        trace_path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(trace_path, trace_report(runtime, trace, settings))
+    if stopped:
+        interrupted(f"the trace so far is in {trace_path}" if trace_path is not None else "")
+    if trace_path is not None:
+        console.print(f"wrote {trace_path}", highlight=False)

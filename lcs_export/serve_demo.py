@@ -90,17 +90,26 @@ def display(runtime: AdaptiveRuntime, trace: Trace, load_note: str) -> Group:
     return Group(table, Text(f"levels, oldest first: {history}"))
 
 
-def serve(runtime: AdaptiveRuntime, console: Console, duration: float | None, batch: int = 1,
+def serve(runtime: AdaptiveRuntime, trace: Trace, console: Console, duration: float | None, batch: int = 1,
           load_note: str = "") -> Trace:
-    """Run until ``duration`` seconds have passed (None: until Ctrl-C), showing it live.
-
-    On Ctrl-C the trace so far is kept in ``Trace`` and the interrupt raised again."""
+    """Run until ``duration`` seconds have passed (None: until Ctrl-C), showing it live and
+    recording into ``trace`` (which keeps what it has when Ctrl-C stops the run)."""
     images = bench_images(runtime.manifest, batch)
-    trace = Trace(time.monotonic())
-    with Live(display(runtime, trace, load_note), console=console, refresh_per_second=4, transient=False) as live:
-        while duration is None or time.monotonic() - trace.started < duration:
-            _, step = runtime.infer(np.asarray(images))
-            if trace.add(runtime, step, batch, time.monotonic()) is not None:
-                live.update(display(runtime, trace, load_note))
-        live.update(display(runtime, trace, load_note))
+    try:
+        with Live(display(runtime, trace, load_note), console=console, refresh_per_second=4) as live:
+            while duration is None or time.monotonic() - trace.started < duration:
+                _, step = runtime.infer(np.asarray(images))
+                if trace.add(runtime, step, batch, time.monotonic()) is not None:
+                    live.update(display(runtime, trace, load_note))
+            live.update(display(runtime, trace, load_note))
+    finally:
+        if not console.is_terminal:
+            console.line()  # a non-terminal Live leaves its last line open
     return trace
+
+
+def trace_report(runtime: AdaptiveRuntime, trace: Trace, settings: dict[str, Any]) -> dict[str, Any]:
+    """The ``--trace`` JSON: the run's settings, the levels and every entry."""
+    return {"bundle": str(runtime.directory), "runtime": runtime.target.describe_runtime(), **settings,
+            "levels": [{"alpha": level.alpha, "cost": level.cost} for level in runtime.levels],
+            "calls": trace.calls, "entries": trace.entries}
