@@ -194,7 +194,8 @@ def measure_cases(copy: Path, manifest: dict[str, Any], target: Any, settings: B
         switch = _switch_seconds(case, runner, lambda c=case: target.load(copy, c.entry), images[1], manifest,
                                  settings.repeats)
         steady = case.results["latency_b1_median_ms"]
-        memory = probe.peak_bytes(copy, manifest["target"]["name"], case.entry, case.alpha, images[8]) if probe else None
+        memory = (probe.peak_bytes(copy, manifest["target"]["name"], case.entry, case.alpha, images[8])
+                  if probe is not None else None)
         step(f"measured {case.label} at alpha {case.alpha:g}")
         rows.append({
             "artifact": case.label, "artifacts": case.paths, "kind": case.kind, "alpha": case.alpha,

@@ -70,7 +70,8 @@ def serve_demo_command(
     trace: Annotated[Path | None, typer.Option(
         "--trace", help="write the trace (time, level, latency, signals, reason) as JSON to this file")] = None,
     load_cpu: Annotated[int, typer.Option(
-        "--load-cpu", help="start this many busy processes (python -m lcs_export.cpu_load) to load the CPUs", min=0)] = 0,
+        "--load-cpu", help="start this many busy processes (as python -m lcs_export.cpu_load) to load the CPUs",
+        min=0)] = 0,
     load_after: Annotated[float, typer.Option(
         "--load-after", help="seconds to wait before starting --load-cpu", min=0)] = 0.0,
     load_thresholds: Annotated[str, typer.Option(

@@ -44,7 +44,8 @@ def stop_load(processes: list[multiprocessing.Process]) -> None:
 def main() -> None:
     """Command line: ``--workers N --seconds S``."""
     parser = argparse.ArgumentParser(description="Busy processes that load the CPUs for a while.")
-    parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count(), help="busy processes (default: one per CPU)")
+    parser.add_argument("--workers", type=int, default=multiprocessing.cpu_count(),
+                        help="busy processes (default: one per CPU)")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long they run")
     args = parser.parse_args()
     if args.workers < 1 or not args.seconds > 0:
