@@ -82,13 +82,13 @@ def _series(results: list[BundleBench]) -> dict[str, list[dict[str, Any]]]:
     series: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         for row in result.rows:
-            name = row["kind"] if row["switch_how"] != "open file" else "level files"
+            name = {"open file": "level files", "switch once": "switch-once pair"}.get(row["switch_how"], row["kind"])
             series.setdefault(f"{result.target}: {name}", []).append(row)
     return series
 
 
 def plot_report(results: list[BundleBench], path: Path) -> None:
-    """Batch-1 latency and file size against alpha, one line per runtime and kind of
+    """Batch-1 latency, and file and gzip size, against alpha, one line per runtime and kind of
     artifact, each point labelled with its ratio to its bundle's level-0 artifact."""
     with deferred_interrupts():  # as lcs_train.evaluate: a Ctrl-C inside matplotlib's imports
         import matplotlib
@@ -100,16 +100,18 @@ def plot_report(results: list[BundleBench], path: Path) -> None:
     for name, rows in _series(results).items():
         rows = sorted(rows, key=lambda row: row["alpha"])
         alphas = [row["alpha"] for row in rows]
-        for axis, key, ratio, scale in ((latency_axis, "latency_b1_median_ms", "latency_b1", 1.0),
-                                        (size_axis, "file_bytes", "file_bytes", 1e-6)):
+        for axis, key, ratio, scale, style, label in (
+                (latency_axis, "latency_b1_median_ms", "latency_b1", 1.0, "o-", name),
+                (size_axis, "file_bytes", "file_bytes", 1e-6, "o-", f"{name}, file"),
+                (size_axis, "gzip_bytes", "gzip_bytes", 1e-6, "s--", f"{name}, gzip")):
             values = [row[key] * scale for row in rows]
-            axis.plot(alphas, values, "o-", label=name)
+            axis.plot(alphas, values, style, label=label)
             for alpha, value, row in zip(alphas, values, rows):
                 if row["ratios"][ratio] is not None:
                     axis.annotate(f"{row['ratios'][ratio]:.2f}x", (alpha, value), textcoords="offset points",
                                   xytext=(3, 4), fontsize=7)
     latency_axis.set_ylabel("batch-1 latency, median (ms)")
-    size_axis.set_ylabel("file size (MB)")
+    size_axis.set_ylabel("size (MB): file, and gzipped (dashed)")
     for axis in (latency_axis, size_axis):
         axis.set_xlabel("alpha (0 = most accurate)")
         axis.set_yscale("log")
