@@ -14,7 +14,7 @@ Switch cost (``switch_ms``), by how a host moves to the case:
 - ``switch once`` and ``alpha per call`` (alpha graphs): median time of the first call at
   this alpha right after a call at another alpha, minus the steady batch-1 median. For the
   switch-once pair that is the weights graph plus opening the patched model; for the single
-  alpha-input graph it is about 0, since it pays on every call instead:
+  alpha-input graph it is noise around 0 (clipped at 0), since it pays on every call instead:
   ``per_call_over_level_ms`` (its batch-1 median minus the level file's at the same alpha).
 """
 

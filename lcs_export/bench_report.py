@@ -47,8 +47,10 @@ def bench_table(result: BundleBench) -> Table:
     table = Table(title=f"bench: {result.directory} ({result.runtime}); ratios to {result.rows[0]['baseline']}")
     columns = ("artifact", "alpha", "b1 ms", "b1 p90", "b8 ms", "b8 p90", "img/s b8", "peak mem", "file", "gzip",
                "switch ms", "nonzeros", "nz FLOPs")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "artifact" else "right")
+    names = [_short(row) for row in result.rows]
+    table.add_column(columns[0], min_width=max(map(len, names), default=8))  # names whole: others wrap first
+    for column in columns[1:]:
+        table.add_column(column, justify="right")
     for row in result.rows:
         r = row["ratios"]
         memory = row["peak_memory_bytes"]
