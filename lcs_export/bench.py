@@ -219,7 +219,11 @@ def bench_bundles(directories: list[Path], settings: BenchSettings = BenchSettin
     settings.check()
     with contextlib.ExitStack() as stack:
         found = []
-        for directory in map(Path, directories):
+        # A bundle named twice is measured once (and its lock taken once).
+        unique: dict[Path, Path] = {}
+        for given in directories:
+            unique.setdefault(Path(given).resolve(), Path(given))
+        for directory in unique.values():
             stack.enter_context(BundleLock(directory, exclusive=False))
             manifest = read_manifest(directory)
             copy, integrity = stack.enter_context(verified_copy(directory, manifest))
