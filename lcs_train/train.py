@@ -280,7 +280,8 @@ def metadata_for(config: TrainConfig, dataset: Dataset, method: CompressionMetho
         },
         "input": dataset.preprocessing(),
         "classes": dataset.classes,
-        "data": {"dataset": dataset.name, "data_dir": config.data_dir, "split_seed": 0,
+        # The absolute directory: eval and lcs-export reload the held-out split from any cwd.
+        "data": {"dataset": dataset.name, "data_dir": dataset.data_dir or config.data_dir, "split_seed": 0,
                  "train_size": len(dataset.train_labels), "held_out_size": len(dataset.test_labels),
                  **({"image_size": dataset.image_size} if dataset.image_size is not None else {})},
         "activation_quantization": True,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_helpers import assert_one_line_error, run_cli
+from train_helpers import assert_one_line_error, rewrite_checkpoint, run_cli
 
 from lcs_export.validate import load_held_out
 from lcs_train.checkpoint import load_checkpoint
@@ -65,6 +65,7 @@ def test_image_folder_trains_and_its_checkpoint_reloads_its_held_out_data(
     assert result.code == 0, result.stderr
     metadata = load_checkpoint(out).metadata
     assert metadata["data"]["image_size"] == 8 and metadata["classes"] == ["cat", "dog"]
+    assert metadata["data"]["data_dir"] == str(root.resolve())
     assert metadata["input"]["shape"] == [1, 3, 8, 8]
     assert metadata["input"]["resize"] == {"shorter_side": 8, "center_crop": 8, "interpolation": "bilinear", "color": "RGB"}
     assert out.with_suffix(".eval.json").is_file()
@@ -77,6 +78,14 @@ def test_image_folder_trains_and_its_checkpoint_reloads_its_held_out_data(
     for image, label in zip(raw, held_out.labels):
         colour = np.array(COLOURS[metadata["classes"][label]]) / 255
         np.testing.assert_allclose(image.mean(axis=(1, 2)), colour, atol=1e-5)
+    # The recorded size must be there and agree with the input shape.
+    for edit, message in (
+        (lambda m: m["data"].pop("image_size") and None, "data.image_size is missing"),
+        (lambda m: m["data"].update(image_size=16), "input.shape is [1, 3, 8, 8] but imagefolder images are [1, 3, 16, 16]"),
+    ):
+        edited = rewrite_checkpoint(out, tmp_path / "edited.safetensors", edit_metadata=edit)
+        with pytest.raises(LcsError, match=re.escape(message)):
+            load_checkpoint(edited)
 
 
 @pytest.mark.parametrize(
