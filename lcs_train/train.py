@@ -57,8 +57,9 @@ RESUME_KEYS = (
 )
 #: What a checkpoint written before a setting existed trained with.
 RESUME_DEFAULTS = {"image_size": None, "precision": "fp32"}
-#: Settings a rank may differ in from the others (where it runs, not what it trains).
-LOCAL_KEYS = ("device", "threads", "workers")
+#: Settings a rank may differ in from the others (where it runs, not what it trains); the data
+#: may sit in another directory on each machine, but its contents are compared.
+LOCAL_KEYS = ("device", "threads", "workers", "data_dir")
 
 
 @dataclass

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 from safetensors.torch import load_file
 
 from ddp_helpers import config_dict, free_port, run_rank
@@ -40,14 +42,30 @@ def assert_close(one: dict[str, torch.Tensor], other: dict[str, torch.Tensor]) -
         torch.testing.assert_close(other[name], one[name], rtol=1e-4, atol=1e-5, msg=lambda text: f"{name}: {text}")
 
 
-@pytest.mark.parametrize("method, shape", [("unstructured", "line"), ("quantized", "point")])
-def test_two_gloo_processes_match_one_process(tmp_path: Path, method: str, shape: str) -> None:
-    # 1,438 training digits in batches of 199: each global batch is split 100 / 99 and the last
-    # (45 images) 23 / 22; shifts exercise augmentation of the global batch before the split.
-    # unstructured line: the cos^2 regulariser is added once, after the all-reduce.
-    # quantized: activation quantization is on after 40 % of the steps, so the ranks' running
-    # activation ranges must follow the global batch for the weights to agree.
-    config = tiny_config(method, shape, epochs=1, batch_size=199, augment_shift=1, compression_warmup=0.4)
+def write_noise_folder(root: Path, per_class: int = 16) -> Path:
+    """A small ImageFolder tree of seeded noise images (10x12, resized to 8x8 on reading),
+    each class with its own colour bias so there is something to learn."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", per_class), ("val", 2)):
+        for label, name in enumerate(("a", "b")):
+            (root / split / name).mkdir(parents=True)
+            for index in range(count):
+                pixels = rng.integers(0, 160, (12, 10, 3), dtype=np.uint8)
+                pixels[..., label] += 90
+                Image.fromarray(pixels).save(root / split / name / f"{index}.png")
+    return root
+
+
+def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+    # 32 training images in batches of 7: global batches split 4 / 3, the last (4 images)
+    # 2 / 2; shifts and flips exercise augmentation of the global batch before the split.
+    # A quantized line (one case keeps the test's cost down) covers both things a rank could
+    # get wrong alone: the line's cos^2 regulariser must be added once, after the all-reduce,
+    # and every rank's running activation ranges must follow the global batch (they are
+    # compared too; activation quantization is on after 40 % of the steps).
+    root = write_noise_folder(tmp_path / "data")
+    config = tiny_config("quantized", "line", epochs=1, dataset="imagefolder", data_dir=str(root), image_size=8,
+                         batch_size=7, augment_shift=1, compression_warmup=0.4)
     single = Trainer(config, tmp_path / "single.safetensors")
     initial = {k: v.clone() for k, v in single.model.state_dict().items()}
     single.fit()
@@ -73,8 +91,21 @@ def test_ranks_launched_with_different_settings_are_refused(tmp_path: Path) -> N
     other = {**base, "lr": 0.02}
     output, results = tmp_path / "ddp.safetensors", tmp_path / "results"
     spawn([base, other], output, results, resume=False, stop_after_epoch=None)
-    messages = [(results / f"rank{rank}.error").read_text() for rank in range(WORLD)]
-    for rank, message in enumerate(messages):
+    for rank in range(WORLD):
+        message = (results / f"rank{rank}.error").read_text()
         assert "started with different settings (rank 1 differs from rank 0" in message
         assert f"this is rank {rank}" in message and "same options" in message
+    assert not output.exists()
+
+
+def test_ranks_reading_different_data_are_refused(tmp_path: Path) -> None:
+    # The directories may differ (one per machine); their contents may not.
+    same = write_noise_folder(tmp_path / "one")
+    fewer = write_noise_folder(tmp_path / "two", per_class=15)
+    configs = [config_dict(tiny_config("unstructured", "line", epochs=1, dataset="imagefolder", data_dir=str(root),
+                                       image_size=8, batch_size=7)) for root in (same, fewer)]
+    output, results = tmp_path / "ddp.safetensors", tmp_path / "results"
+    spawn(configs, output, results, resume=False, stop_after_epoch=None)
+    for rank in range(WORLD):
+        assert "started with different data (rank 1 differs from rank 0" in (results / f"rank{rank}.error").read_text()
     assert not output.exists()
