@@ -153,7 +153,7 @@ def train(
     dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8), or from --data-dir: cifar10, cifar100 (binary distributions) or imagefolder (DIR/train/CLASS/*, DIR/val/CLASS/*)."),
     data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's or CIFAR-100's binary files, or an ImageFolder tree (nothing is downloaded)."),
     image_size: Optional[int] = typer.Option(None, help="imagefolder: resize the shorter side to this and centre-crop a square (default: 224)."),
-    workers: int = typer.Option(0, help="Worker processes decoding ImageFolder images (0: none)."),
+    workers: int = typer.Option(0, help="Worker processes decoding ImageFolder images once before training (0: decode in this process)."),
     precision: str = typer.Option("fp32", help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (autocast with loss scaling; CUDA only). Weights and checkpoints stay float32."),
     channels_last: bool = typer.Option(False, help="Keep weights and batches in channels-last (NHWC) memory layout (faster convolutions on recent GPUs)."),
     recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data) or paper (the paper's 200-epoch recipe)."),

@@ -7,6 +7,10 @@ activation quantization switches on after it. Every epoch ends with an atomic ch
 ``resume`` continues from it to the same result as an uninterrupted run: each epoch's
 randomness comes from a generator seeded by (seed, epoch), so no RNG state needs saving.
 
+Under ``torchrun`` every process runs the same loop on its slice of each global batch and
+gradients are summed across processes once per step (``distributed``); rank 0 alone writes
+the checkpoint. Forward passes run under autocast when ``precision`` asks (``precision``).
+
 ``Trainer.fit`` is the epoch loop; the CLI's progress bar and the tests are callbacks around
 it. After each epoch it measures held-out accuracy at both ends and the middle on a fixed
 subset of the held-out split (``QUICK_EVAL_SAMPLES``): a progress signal, cheap next to an
@@ -35,7 +39,7 @@ from lcs_train.distributed import Distributed
 from lcs_train.errors import LcsError
 from lcs_train.methods import METHODS, CompressionMethod, method_from_name
 from lcs_train.models import MODELS
-from lcs_train.precision import PRECISIONS, autocast, check_precision, grad_scaler, load_scaler_state, scaler_state
+from lcs_train.precision import autocast, check_precision, grad_scaler, load_scaler_state, scaler_state
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
@@ -438,7 +442,8 @@ class Trainer:
     ) -> list[EpochRecord]:
         """Train the remaining epochs (``start_epoch`` .. ``config.epochs``) and return the history.
 
-        Each epoch is followed by an atomic save of the checkpoint at ``output``, so an
+        Each epoch is followed by an atomic save of the checkpoint at ``output`` (by rank 0
+        when several processes train), so an
         interruption anywhere keeps the last finished epoch (``saved_epoch``), and a Trainer
         built with ``resume=True`` continues from it to the same weights as an uninterrupted
         run. ``on_step(facts)`` sees every step (``epoch``, ``step``, ``loss``, ``lr``,
