@@ -4,7 +4,7 @@
 # four epochs of training on the embedded 8x8 digits; then fp16 stopped after one epoch and
 # resumed (the loss scale travels in the checkpoint) must equal the straight fp16 run; then,
 # when the machine has 2+ GPUs, torchrun with NCCL on 2 GPUs. Exits non-zero on any failure.
-# Usage: bench/gpu_check.sh [PYTHON]   (about a minute on one GPU once torch is imported)
+# Usage: bench/gpu_check.sh [PYTHON]   (not yet run on a GPU: written and dry-run on CPU only)
 set -euo pipefail
 PYTHON="${1:-python}"
 cd "$(dirname "$0")/.."
