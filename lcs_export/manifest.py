@@ -213,7 +213,8 @@ def source_section(checkpoint_path: Path, metadata: dict[str, Any]) -> dict[str,
         "shape": metadata["shape"],
         "alpha": {"min": alpha.get("min", 0.0), "max": alpha["max"], "discrete": alpha.get("discrete")},
         "classes": [str(name) for name in metadata["classes"]],
-        "data": {"dataset": metadata["data"]["dataset"], "data_dir": metadata["data"].get("data_dir")},
+        "data": {"dataset": metadata["data"]["dataset"], "data_dir": metadata["data"].get("data_dir"),
+                 **({"image_size": metadata["data"]["image_size"]} if metadata["data"].get("image_size") else {})},
     }
 
 

@@ -91,7 +91,9 @@ def load_held_out(data_facts: dict[str, Any], input_shape: list[Any], data: str 
                 f"--data {data!r} is neither a dataset name nor a directory",
                 f"give one of {', '.join(DATASETS)}, or a directory holding the {name} data",
             )
-    dataset = load_dataset(name, data_dir)
+    # An ImageFolder tree is decoded at the size the checkpoint was trained at.
+    image_size = data_facts.get("image_size") if name == data_facts["dataset"] else None
+    dataset = load_dataset(name, data_dir, image_size=image_size)
     images, labels = dataset.held_out()
     expected = [int(d) for d in input_shape[1:]]
     if list(images.shape[1:]) != expected:

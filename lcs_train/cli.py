@@ -32,6 +32,8 @@ from rich.progress import (  # noqa: E402
 )
 from rich.table import Table  # noqa: E402
 
+from lcs_train import distributed  # noqa: E402
+from lcs_train.data import DIRECTORY_DATASETS  # noqa: E402
 from lcs_train.console import console, exit_quietly, reported_user_errors, run_app  # noqa: E402
 from lcs_train.errors import LcsError  # noqa: E402
 from lcs_train.evaluate import (  # noqa: E402
@@ -88,8 +90,8 @@ def run_evaluation(checkpoint: Path, alphas: Optional[list[float]], baselines: l
     subject = prepare_evaluation(checkpoint, alphas)
     others = {path.stem: prepare_evaluation(path, None) for path in baselines}
     dataset = subject[1].metadata["data"]["dataset"]
-    if data_dir is not None and dataset != "cifar10":
-        raise LcsError(f"--data-dir applies only to cifar10 checkpoints ({checkpoint} was trained on {dataset}, "
+    if data_dir is not None and dataset not in DIRECTORY_DATASETS:
+        raise LcsError(f"--data-dir applies only to {', '.join(DIRECTORY_DATASETS)} checkpoints ({checkpoint} was trained on {dataset}, "
                        "which ships with lcs)", "drop --data-dir")
     for path in (report, plot):
         check_writable_output(path, "--out")
@@ -148,8 +150,12 @@ def train(
     model: str = typer.Option("cpreresnet20", help=f"Architecture: {', '.join(MODELS)}."),
     method: str = typer.Option("unstructured", help=f"Compression: {', '.join(METHODS)}."),
     shape: str = typer.Option("line", help="Subspace shape: line (LCS+L) or point (LCS+P)."),
-    dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8) or cifar10 (needs --data-dir)."),
-    data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's binary batches (nothing is downloaded)."),
+    dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8), or from --data-dir: cifar10, cifar100 (binary distributions) or imagefolder (DIR/train/CLASS/*, DIR/val/CLASS/*)."),
+    data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's or CIFAR-100's binary files, or an ImageFolder tree (nothing is downloaded)."),
+    image_size: Optional[int] = typer.Option(None, help="imagefolder: resize the shorter side to this and centre-crop a square (default: 224)."),
+    workers: int = typer.Option(0, help="Worker processes decoding ImageFolder images once before training (0: decode in this process)."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (autocast with loss scaling; CUDA only). Weights and checkpoints stay float32."),
+    channels_last: bool = typer.Option(False, help="Keep weights and batches in channels-last (NHWC) memory layout (faster convolutions on recent GPUs)."),
     recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data) or paper (the paper's 200-epoch recipe)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
@@ -186,7 +192,8 @@ def train(
         config = TrainConfig(
             model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
             label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
-            seed=seed, device=device, threads=threads, **settings,
+            seed=seed, device=device, threads=threads, image_size=image_size, workers=workers,
+            precision=precision, channels_last=channels_last, **settings,
         )
         # Every option is checked before anything is loaded, created or written.
         validate_config(config)
@@ -196,6 +203,15 @@ def train(
             raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
         if resume and not out.exists():
             raise LcsError(f"cannot resume: {out} does not exist", "drop --resume to start a new run, or give the --out of the interrupted run")
+        layout = distributed.from_environment()
+        if not layout.is_main:
+            # Under torchrun, rank 0 alone writes and reports; the others only train.
+            trainer = Trainer(config, out, resume=resume)
+            try:
+                trainer.fit()
+            finally:
+                distributed.finish(layout)
+            return
         # An unwritable --out fails now, not after the first epoch.
         check_writable_output(out)
         with exclusive_output(out):
@@ -204,16 +220,20 @@ def train(
                 raise LcsError(f"{out} already exists", "pass --resume to continue it, or choose another --out")
             trainer = Trainer(config, out, resume=resume)
             state["trainer"] = trainer
+            processes = f", {layout.world} processes" if layout.active else ""
             console.print(
                 f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
                 f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "
-                f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}; "
-                f"accuracy after each epoch on {len(trainer.quick_indices)} held-out images"
+                f"{config.epochs} epochs of {trainer.steps_per_epoch} steps, device {trainer.device}{processes}, "
+                f"{config.precision}; accuracy after each epoch on {len(trainer.quick_indices)} held-out images"
             )
-            if trainer.start_epoch >= config.epochs:
-                console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")
-            else:
-                train_with_progress(trainer)
+            try:
+                if trainer.start_epoch >= config.epochs:
+                    console.print(f"{out} already finished its {config.epochs} epochs; nothing to resume")
+                else:
+                    train_with_progress(trainer)
+            finally:
+                distributed.finish(layout)
         seconds = sum(record.seconds for record in trainer.history)
         console.print(f"saved [bold]{out}[/bold] ({seconds:.0f} s of training)")
         state["trained"] = True

@@ -54,7 +54,7 @@ def evaluate_subspace(
     for alpha in alphas:
         check_model_alpha(model, alpha)
     data = checkpoint.metadata["data"]
-    dataset = load_dataset(data["dataset"], data_dir or data.get("data_dir"))
+    dataset = load_dataset(data["dataset"], data_dir or data.get("data_dir"), image_size=data.get("image_size"))
     images, labels = dataset.held_out()
     input_shape = checkpoint.metadata["input"]["shape"][1:]
     results = []

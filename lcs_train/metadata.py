@@ -22,11 +22,14 @@ from lcs_train.errors import LcsError
 FORMAT = "lcs-subspace"
 FORMAT_VERSION = 1
 
-#: Input shape [C, H, W] and class count of each dataset a checkpoint can name.
+#: Input shape [C, H, W] and class count of each dataset a checkpoint can name (None: the
+#: data decides; an ImageFolder tree has its own classes and ``data.image_size``).
 DATASET_FACTS: dict[str, dict[str, Any]] = {
     "mnist": {"input": [1, 28, 28], "classes": 10},
     "digits": {"input": [1, 8, 8], "classes": 10},
     "cifar10": {"input": [3, 32, 32], "classes": 10},
+    "cifar100": {"input": [3, 32, 32], "classes": 100},
+    "imagefolder": {"input": None, "classes": None},
 }
 
 _NUMBER = {"type": "number"}
@@ -102,6 +105,7 @@ SCHEMA: dict[str, Any] = {
             "properties": {
                 "dataset": {"enum": sorted(DATASET_FACTS)},
                 "data_dir": {"type": ["string", "null"]},
+                "image_size": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096},
             },
         },
         "activation_quantization": {"type": "boolean"},
@@ -204,11 +208,17 @@ def check_consistency(metadata: dict[str, Any], source: str) -> None:
         raise _refuse(source, "classes", f"names {len(metadata['classes'])} classes but the network has {classes} logits")
     dataset = DATASET_FACTS[metadata["data"]["dataset"]]
     shape = metadata["input"]["shape"]
-    if shape[1:] != dataset["input"]:
-        raise _refuse(source, "input.shape", f"is {shape} but {metadata['data']['dataset']} images are {[1, *dataset['input']]}")
+    expected = dataset["input"]
+    if expected is None and metadata["data"]["dataset"] == "imagefolder":
+        size = metadata["data"].get("image_size")
+        if size is None:
+            raise _refuse(source, "data.image_size", "is missing (an imagefolder checkpoint records its image size)")
+        expected = [3, size, size]
+    if shape[1:] != expected:
+        raise _refuse(source, "input.shape", f"is {shape} but {metadata['data']['dataset']} images are {[1, *expected]}")
     if channels != shape[1]:
         raise _refuse(source, "model.arguments.in_channels", f"is {channels} but input.shape has {shape[1]} channels")
-    if classes != dataset["classes"]:
+    if dataset["classes"] is not None and classes != dataset["classes"]:
         raise _refuse(source, "model.arguments.num_classes", f"is {classes} but {metadata['data']['dataset']} has {dataset['classes']} classes")
     for name in ("mean", "std"):
         if len(metadata["input"][name]) != channels:

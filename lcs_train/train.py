@@ -7,6 +7,10 @@ activation quantization switches on after it. Every epoch ends with an atomic ch
 ``resume`` continues from it to the same result as an uninterrupted run: each epoch's
 randomness comes from a generator seeded by (seed, epoch), so no RNG state needs saving.
 
+Under ``torchrun`` every process runs the same loop on its slice of each global batch and
+gradients are summed across processes once per step (``distributed``); rank 0 alone writes
+the checkpoint. Forward passes run under autocast when ``precision`` asks (``precision``).
+
 ``Trainer.fit`` is the epoch loop; the CLI's progress bar and the tests are callbacks around
 it. After each epoch it measures held-out accuracy at both ends and the middle on a fixed
 subset of the held-out split (``QUICK_EVAL_SAMPLES``): a progress signal, cheap next to an
@@ -27,10 +31,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from lcs_train.data import DATASETS, Dataset, load_dataset, random_shift
+from lcs_train import distributed
+from lcs_train.data import (
+    DATASETS, DIRECTORY_DATASETS, FLIPPABLE_DATASETS, Dataset, load_dataset, random_flip, random_shift,
+)
+from lcs_train.distributed import Distributed
 from lcs_train.errors import LcsError
 from lcs_train.methods import METHODS, CompressionMethod, method_from_name
 from lcs_train.models import MODELS
+from lcs_train.precision import autocast, check_precision, grad_scaler, load_scaler_state, scaler_state
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
@@ -48,8 +57,13 @@ from lcs_train.shapes import SHAPES
 RESUME_KEYS = (
     "model", "method", "shape", "dataset", "data_dir", "batch_size", "lr", "momentum",
     "weight_decay", "warmup_epochs", "compression_warmup", "beta", "seed", "fixed_alpha",
-    "augment_shift", "max_alpha", "label_smoothing",
+    "augment_shift", "max_alpha", "label_smoothing", "image_size", "precision",
 )
+#: What a checkpoint written before a setting existed trained with.
+RESUME_DEFAULTS = {"image_size": None, "precision": "fp32"}
+#: Settings a rank may differ in from the others (where it runs, not what it trains); the data
+#: may sit in another directory on each machine, but its contents are compared.
+LOCAL_KEYS = ("device", "threads", "workers", "data_dir")
 
 
 @dataclass
@@ -76,6 +90,12 @@ class TrainConfig:
     max_alpha: float | None = None
     device: str = "auto"
     threads: int | None = None
+    #: ImageFolder only: side of the square the images are resized and centre-cropped to.
+    image_size: int | None = None
+    #: Worker processes decoding ImageFolder images (0: in this process).
+    workers: int = 0
+    precision: str = "fp32"
+    channels_last: bool = False
 
     def compression_method(self) -> CompressionMethod:
         """The method config, with ``max_alpha`` (if given) as its trained range."""
@@ -142,10 +162,21 @@ def validate_config(config: TrainConfig) -> None:
         value = getattr(config, name)
         if value not in known:
             raise LcsError(f"unknown {label} {value!r}", f"use one of: {', '.join(sorted(known))}")
-    if config.dataset == "cifar10" and not config.data_dir:
-        raise LcsError("cifar10 needs a data directory", "pass --data-dir DIR (nothing is downloaded)")
-    if config.dataset != "cifar10" and config.data_dir is not None:
-        raise LcsError(f"--data-dir applies only to --dataset cifar10 ({config.dataset} ships with lcs)", "drop --data-dir")
+    if config.dataset in DIRECTORY_DATASETS and not config.data_dir:
+        raise LcsError(f"{config.dataset} needs a data directory", "pass --data-dir DIR (nothing is downloaded)")
+    if config.dataset not in DIRECTORY_DATASETS and config.data_dir is not None:
+        raise LcsError(f"--data-dir applies only to --dataset {', '.join(DIRECTORY_DATASETS)} "
+                       f"({config.dataset} ships with lcs)", "drop --data-dir")
+    if config.image_size is not None:
+        from lcs_train.image_folder import MAX_IMAGE_SIZE
+
+        if config.dataset != "imagefolder":
+            raise LcsError(f"--image-size applies only to --dataset imagefolder ({config.dataset} images have a fixed size)",
+                           "drop --image-size")
+        if isinstance(config.image_size, bool) or not isinstance(config.image_size, int) or not 1 <= config.image_size <= MAX_IMAGE_SIZE:
+            raise LcsError(f"--image-size {config.image_size!r} is not allowed", f"give a whole number in [1, {MAX_IMAGE_SIZE}]")
+    if isinstance(config.workers, bool) or not isinstance(config.workers, int) or config.workers < 0:
+        raise LcsError(f"--workers {config.workers!r} is not allowed", "give a whole number of at least 0")
     for name in ("epochs", "batch_size"):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -168,7 +199,7 @@ def validate_config(config: TrainConfig) -> None:
     ):
         raise LcsError(f"--threads {config.threads!r} is not allowed",
                        f"give a whole number in [1, {MAX_THREADS}] (this machine has {os.cpu_count()} CPUs), or leave it out")
-    resolve_device(config.device)
+    check_precision(config.precision, resolve_device(distributed.device_for(distributed.from_environment(), config.device)))
     method = config.compression_method()
     if config.fixed_alpha is not None:
         check_alpha(config.fixed_alpha, method)
@@ -254,8 +285,10 @@ def metadata_for(config: TrainConfig, dataset: Dataset, method: CompressionMetho
         },
         "input": dataset.preprocessing(),
         "classes": dataset.classes,
-        "data": {"dataset": dataset.name, "data_dir": config.data_dir, "split_seed": 0,
-                 "train_size": len(dataset.train_labels), "held_out_size": len(dataset.test_labels)},
+        # The absolute directory: eval and lcs-export reload the held-out split from any cwd.
+        "data": {"dataset": dataset.name, "data_dir": dataset.data_dir or config.data_dir, "split_seed": 0,
+                 "train_size": len(dataset.train_labels), "held_out_size": len(dataset.test_labels),
+                 **({"image_size": dataset.image_size} if dataset.image_size is not None else {})},
         "activation_quantization": True,
         "training": asdict(config),
     }
@@ -270,16 +303,26 @@ class Trainer:
         validate_config(config)
         self.method = config.compression_method()
         self.shape = config.subspace_shape()
-        self.device = resolve_device(config.device)
+        #: this process's rank among torchrun's processes (one process: rank 0 of 1)
+        self.layout: Distributed = distributed.from_environment()
+        self.device = resolve_device(distributed.device_for(self.layout, config.device))
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.dataset = load_dataset(config.dataset, config.data_dir)
+        distributed.initialise(self.layout, self.device)
+        shared = {k: v for k, v in asdict(config).items() if k not in LOCAL_KEYS}
+        distributed.check_same_everywhere(self.layout, shared, "settings", self.device)
+        self.dataset = load_dataset(config.dataset, config.data_dir, image_size=config.image_size, workers=config.workers)
         self._check_dataset_fits()
+        distributed.check_same_everywhere(self.layout, self._data_fingerprint(), "data", self.device)
         torch.manual_seed(config.seed)
         self.model = build_subspace(
             config.model, self.method, self.shape,
             in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes),
         ).to(self.device)
+        if config.channels_last:
+            # Same values, NHWC strides: the layout tensor cores' convolution kernels prefer.
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.scaler = grad_scaler(config.precision, self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.momentum > 0,
@@ -297,6 +340,14 @@ class Trainer:
         self.quick_indices = subset.sort().values
         if resume:
             self._resume()
+        distributed.broadcast_state(self.layout, self.model)
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        """What every rank's copy of the data must agree on (sizes, classes, statistics)."""
+        return {"train": len(self.dataset.train_labels), "held_out": len(self.dataset.test_labels),
+                "shape": self.dataset.input_shape, "classes": self.dataset.classes,
+                "label_sum": int(self.dataset.train_labels.sum()),
+                "mean": [round(m, 6) for m in self.dataset.mean], "std": [round(v, 6) for v in self.dataset.std]}
 
     def _check_dataset_fits(self) -> None:
         """Settings that depend on the data: the shift must leave part of an image, and both
@@ -311,6 +362,15 @@ class Trainer:
         for split, labels in (("training", self.dataset.train_labels), ("held-out", self.dataset.test_labels)):
             if len(labels) == 0:
                 raise LcsError(f"the {split} split of {self.dataset.name} is empty", "check the data directory")
+        world = self.layout.world
+        last = len(self.dataset.train_labels) - (self.steps_per_epoch - 1) * self.config.batch_size
+        if world > 1 and min(self.config.batch_size, last) < world:
+            # Every process must hold part of every batch (an empty slice has no statistics).
+            raise LcsError(
+                f"--batch-size {self.config.batch_size} leaves a batch of {min(self.config.batch_size, last)} images "
+                f"for {world} processes (the last of each epoch, from {len(self.dataset.train_labels)} training images)",
+                f"choose a batch size of at least {world} whose last batch also has at least {world} images",
+            )
 
     @property
     def steps_per_epoch(self) -> int:
@@ -318,7 +378,7 @@ class Trainer:
 
     def _resume(self) -> None:
         checkpoint = load_checkpoint(self.output, with_train_state=True)
-        previous = checkpoint.metadata.get("training", {})
+        previous = {**RESUME_DEFAULTS, **checkpoint.metadata.get("training", {})}
         differing = [k for k in RESUME_KEYS if previous.get(k) != getattr(self.config, k)]
         if differing:
             detail = ", ".join(f"{k}: {previous.get(k)!r} there, {getattr(self.config, k)!r} now" for k in differing)
@@ -328,7 +388,11 @@ class Trainer:
             )
         load_model_state(self.model, checkpoint.model_state, str(self.output))
         parameters = list(self.model.parameters())
+        scaler_tensors = {k: v for k, v in checkpoint.train_state.items() if k.startswith("scaler.")}
+        load_scaler_state(self.scaler, scaler_tensors, str(self.output))
         for key, buffer in checkpoint.train_state.items():
+            if key in ("scaler.scale", "scaler.growth_tracker"):
+                continue
             # The metadata names the network; the training state must fit it too.
             index = key.split(".")[1] if key.startswith("momentum.") and key.count(".") == 1 else ""
             if not index.isdigit() or int(index) >= len(parameters):
@@ -349,7 +413,7 @@ class Trainer:
             buffer = self.optimizer.state.get(parameter, {}).get("momentum_buffer")
             if buffer is not None:
                 state[f"momentum.{index}"] = buffer
-        return state
+        return {**state, **scaler_state(self.scaler)}
 
     def save(self, epoch: int) -> Path:
         """Write the checkpoint after ``epoch`` epochs."""
@@ -357,9 +421,19 @@ class Trainer:
         metadata["epoch"] = epoch
         metadata["complete"] = epoch >= self.config.epochs
         metadata["history"] = [asdict(record) for record in self.history]
-        path = save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+        failure: BaseException | None = None
+        if self.layout.is_main:  # one writer; every rank holds the same weights
+            try:
+                save_checkpoint(self.output, metadata, self.model.state_dict(), self._train_state())
+            except BaseException as error:  # the other ranks must stop too, not wait for a next step
+                failure = error
+        if not distributed.agree(self.layout, failure is None, self.device):
+            if failure is not None:
+                raise failure
+            raise LcsError(f"rank 0 could not save {self.output} (its message says why)",
+                           "fix what rank 0 reported, then resume")
         self.saved_epoch = epoch
-        return path
+        return self.output
 
     def fit(
         self,
@@ -368,7 +442,8 @@ class Trainer:
     ) -> list[EpochRecord]:
         """Train the remaining epochs (``start_epoch`` .. ``config.epochs``) and return the history.
 
-        Each epoch is followed by an atomic save of the checkpoint at ``output``, so an
+        Each epoch is followed by an atomic save of the checkpoint at ``output`` (by rank 0
+        when several processes train), so an
         interruption anywhere keeps the last finished epoch (``saved_epoch``), and a Trainer
         built with ``resume=True`` continues from it to the same weights as an uninterrupted
         run. ``on_step(facts)`` sees every step (``epoch``, ``step``, ``loss``, ``lr``,
@@ -390,7 +465,7 @@ class Trainer:
 
     def train_epoch(self, epoch: int, on_step: Callable[[dict[str, float]], None] | None = None) -> EpochRecord:
         """One pass over the training split; deterministic given (seed, epoch)."""
-        config, model = self.config, self.model
+        config, model, layout = self.config, self.model, self.layout
         generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
         order = torch.randperm(len(self.train_images), generator=generator)
         total_steps = config.epochs * self.steps_per_epoch
@@ -399,8 +474,15 @@ class Trainer:
         for index in range(self.steps_per_epoch):
             step = epoch * self.steps_per_epoch + index
             batch = order[index * config.batch_size : (index + 1) * config.batch_size]
+            # Every rank augments the whole global batch with the shared generator, then keeps
+            # its slice: the batch, and the generator's next draws (alphas), match one process.
             images = random_shift(self.train_images[batch] - self.background, config.augment_shift, generator)
-            images, labels = (images + self.background).to(self.device), self.dataset.train_labels[batch].to(self.device)
+            if config.dataset in FLIPPABLE_DATASETS:
+                images = random_flip(images, generator)
+            mine = layout.shard(len(batch))
+            images, labels = self._to_device(images[mine] + self.background, self.dataset.train_labels[batch][mine])
+            # The slice's mean loss weighted by its share: summed over ranks, the global mean.
+            share = len(labels) / len(batch)
             lr = learning_rate(config, step, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
@@ -411,9 +493,12 @@ class Trainer:
             loss_value, alphas = 0.0, self.step_alphas(generator)
             for alpha in alphas:
                 set_alpha(model, alpha)
-                loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing)
-                loss.backward()
+                with autocast(config.precision, self.device), distributed.statistics_across_ranks(layout):
+                    loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing) * share
+                self._backward(loss)
                 loss_value += float(loss.detach())
+            distributed.sum_gradients(layout, list(model.parameters()))
+            loss_value = distributed.sum_value(layout, loss_value, self.device)
             if not math.isfinite(loss_value):
                 # Stepping on would fill the weights with NaN; the last checkpoint is still good.
                 raise LcsError(
@@ -422,14 +507,33 @@ class Trainer:
                     f"lower --lr (now {config.lr:g}) or raise --warmup-epochs",
                 )
             if self.shape.ends == 2 and config.beta > 0:
-                (config.beta * line_cosine_squared(model)).backward()
-            self.optimizer.step()
+                # After the all-reduce: the regulariser is the same on every rank, added once.
+                self._backward(config.beta * line_cosine_squared(model))
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
+                self.scaler.update()
+            else:
+                self.optimizer.step()
             losses.append(loss_value / len(alphas))
             if on_step is not None:
                 on_step({"epoch": epoch + 1, "step": index + 1, "loss": losses[-1], "lr": lr,
                          "alpha": alphas[-1], "ramp": ramp})
         set_schedule(model, 1.0, True)
         return EpochRecord(epoch + 1, sum(losses) / len(losses), lr, time.perf_counter() - started, self.quick_accuracy())
+
+    def _to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """A batch on the training device: through pinned memory (an asynchronous copy) on
+        CUDA, in channels-last layout when asked."""
+        if self.device.type == "cuda":
+            images, labels = images.pin_memory(), labels.pin_memory()
+        images = images.to(self.device, non_blocking=True)
+        if self.config.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def _backward(self, loss: Tensor) -> None:
+        """Backward, through the fp16 loss scaler when there is one."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
 
     def report_alphas(self) -> list[float]:
         """Alphas evaluated after each epoch: both ends and the middle."""

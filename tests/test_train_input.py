@@ -381,7 +381,7 @@ def test_eval_data_dir_for_an_embedded_dataset_is_refused(
 ) -> None:
     result = run_cli(capsys, "eval", str(subspace_checkpoint("unstructured", "point")), "--data-dir", str(tmp_path),
                      "--out", str(tmp_path / "r.json"))
-    assert_one_line_error(result, 2, "--data-dir applies only to cifar10 checkpoints")
+    assert_one_line_error(result, 2, "--data-dir applies only to cifar10, cifar100, imagefolder checkpoints")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -105,9 +105,12 @@ class Quantized(CompressionMethod):
 
 
 def update_activation_range(layer: Any, x: Tensor) -> None:
-    """Move the layer's running [min, max] of its input towards this batch's."""
+    """Move the layer's running [min, max] of its input towards this batch's (the global
+    batch's, when several processes each hold a slice of it)."""
+    from lcs_train.distributed import global_range
+
     with torch.no_grad():
-        batch = torch.stack([x.min(), x.max()]).to(layer.activation_range.dtype)
+        batch = global_range(torch.stack([x.min(), x.max()]).to(layer.activation_range.dtype))
         if bool(layer.range_observed):
             layer.activation_range.lerp_(batch, RANGE_MOMENTUM)
         else:
