@@ -5,12 +5,14 @@ over interleaved bursts (each variant runs a burst in turn, round after round), 
 drift of the machine hits all variants alike. What matters are the ratios:
 
 - switch-once steady state over the static level at the same alpha (target <= 1.1x);
-- the one-off cost of switching alpha on the switch-once path (target <= 50 ms);
+- the one-off cost of switching alpha on the switch-once path (target <= 50 ms), and against
+  opening a static level file, for the demo model's three methods and (``--resnet18``) a
+  ResNet18-sized unstructured line (target <= 2x; ``bench/switch_cost.py``);
 - the single alpha-input graph's per-call cost over the static level (for reference);
 - structured level at width 0.25 over width 1.0 (target <= 0.35x);
 - 8-bit and 4-bit level files over the float level file (targets <= 0.30x and <= 0.20x).
 
-Usage: ``python bench/export.py [CHECKPOINT] [--rounds 20 --burst 25]``. Without a
+Usage: ``python bench/export.py [CHECKPOINT] [--rounds 20 --burst 25 --switch-rounds 15 --resnet18]``. Without a
 checkpoint file an untrained cPreResNet20 subspace (MNIST-sized input) is used: latency and
 size do not depend on training. The structured and quantized rows always use untrained
 subspaces of the same architecture. Nothing here asserts on time.
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lcs_train.materialize import materialize_level  # noqa: E402
 from lcs_train.methods import method_from_name  # noqa: E402
@@ -40,6 +43,7 @@ from lcs_export.export import build_alpha_graph  # noqa: E402
 from targets.inputs import Level  # noqa: E402
 from targets.onnx.runner import AlphaInputRunner, LevelRunner, SwitchOnceRunner, _session  # noqa: E402
 from targets.onnx.target import OnnxOptions, OnnxTarget  # noqa: E402
+from switch_cost import export_pairs, resnet18_line, switch_against_open, switch_rows  # noqa: E402
 
 
 def untrained(method: str, input_shape: tuple[int, int, int] = (1, 28, 28)) -> torch.nn.Module:
@@ -95,6 +99,9 @@ def main() -> None:
     parser.add_argument("checkpoint", nargs="?", default="runs/demo/subspace.safetensors")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds per comparison")
     parser.add_argument("--burst", type=int, default=25, help="calls per variant per round")
+    parser.add_argument("--switch-rounds", type=int, default=15, help="interleaved rounds of switch against open level")
+    parser.add_argument("--resnet18", action="store_true",
+                        help="also measure switches on a ResNet18-sized unstructured line (minutes of export)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     from rich.console import Console
@@ -161,6 +168,28 @@ def main() -> None:
             ("  of which the weights graph", f"{costs['weights_graph'] * 1e3:.1f} ms", "", ""),
             ("switch alpha (add_initializer, ORT_DISABLE_ALL)", f"{bound_costs['switch'] * 1e3:.1f} ms", "", ""),
         ]
+        console.log("level switches against opening a level file (interleaved)")
+        switch_alphas = [alpha, float(method.max_alpha), 0.0]
+        rows += _switch_against_open_rows(f"{method.name} (demo)", model, level.path, example, image,
+                                          switch_alphas, directory / "switch", args.switch_rounds)
+        for name in ("quantized", "structured"):
+            if name != method.name:
+                other = untrained(name, input_shape)
+                other_method = model_method(other)
+                discrete = other_method.discrete_alphas()
+                other_alpha = discrete[len(discrete) // 2] if discrete else round(other_method.max_alpha / 2, 4)
+                other_level = export_level(other, other_alpha, example, _mk(directory / f"level-{name}"))
+                rows += _switch_against_open_rows(
+                    f"{name} (demo, untrained)", other, other_level, example, image,
+                    [other_alpha, float(other_method.max_alpha), 0.0], directory / f"switch-{name}", args.switch_rounds)
+        if args.resnet18:
+            console.log("ResNet18-sized line: exporting (minutes)")
+            big = resnet18_line()
+            big_example = torch.randn(1, 3, 32, 32)
+            big_image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+            big_level = export_level(big, 0.5, big_example, _mk(directory / "level-resnet18"))
+            rows += _switch_against_open_rows("unstructured ResNet18 line", big, big_level, big_example, big_image,
+                                              [0.5, 0.95, 0.0], directory / "switch-resnet18", args.switch_rounds)
         console.log("structured widths")
         structured = untrained("structured", input_shape)
         wide = LevelRunner(export_level(structured, 0.0, example, _mk(directory / "s0")), 0.0)
@@ -186,6 +215,18 @@ def main() -> None:
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+def _switch_against_open_rows(label: str, model: torch.nn.Module, level_path: Path, example: torch.Tensor,
+                              image: np.ndarray, alphas: list[float], directory: Path,
+                              rounds: int) -> list[tuple[str, str, str, str]]:
+    """Export the switch-once pair(s) of ``model`` and measure switches against opening the level."""
+    start = time.perf_counter()
+    runners = export_pairs(model, example, _mk(directory))
+    exported = time.perf_counter() - start
+    rows = switch_rows(label, switch_against_open(level_path, runners, image, alphas, rounds))
+    rows.append((f"{label}: exporting the pair(s) (each variant; tables included)", f"{exported:.0f} s", "", ""))
+    return rows
 
 
 def _mk(directory: Path) -> Path:

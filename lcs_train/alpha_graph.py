@@ -108,10 +108,11 @@ def _named_layers(model: nn.Module) -> Iterator[tuple[str, CompressibleLayer]]:
             yield name, module
 
 
-def layer_constants(layer: CompressibleLayer, alpha: Tensor) -> dict[str, Tensor]:
+def layer_constants(layer: CompressibleLayer, alpha: Tensor, tables: nn.Module | None = None) -> dict[str, Tensor]:
     """Every alpha-dependent constant of one layer, by local name (the layer's method says
-    which: ``CompressionMethod.alpha_constants``; see ``AlphaWeightsModule``)."""
-    return layer.method.alpha_constants(layer, alpha)
+    which: ``CompressionMethod.alpha_constants``, with the layer's ``switch_tables``; see
+    ``AlphaWeightsModule``)."""
+    return layer.method.alpha_constants(layer, alpha, tables)
 
 
 class AlphaWeightsModule(nn.Module):
@@ -119,26 +120,38 @@ class AlphaWeightsModule(nn.Module):
 
     Output ``i`` is the constant called ``constant_names[i]`` (``<layer path>.<local name>``,
     e.g. ``stages.0.conv1.weight``, ``stages.0.norm1.scale``), which is also the buffer /
-    initializer name in :func:`alpha_predict_module`.
+    initializer name in :func:`alpha_predict_module`. Tables its layers' methods precompute
+    (``switch_tables``: unstructured thresholds without a sort, ``lcs_train.threshold_brackets``)
+    are built here, once, from the layers' weights as they are now.
     """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.method = model_method(model)
         self.subspace = _explicit_copy(model)
+        # Precomputed per layer once, here, so that a switch runs no sort (keyed by the
+        # layer's position: module names cannot hold the dots of a layer path).
+        self.tables = nn.ModuleDict()
+        for index, (_, layer) in enumerate(_named_layers(self.subspace)):
+            tables = layer.method.switch_tables(layer)
+            if tables is not None:
+                self.tables[str(index)] = tables
         zero = torch.zeros(1)
         self.constant_names: list[str] = [
             f"{path}.{local}"
-            for path, layer in _named_layers(self.subspace)
-            for local in layer_constants(layer, zero)
+            for index, (path, layer) in enumerate(_named_layers(self.subspace))
+            for local in layer_constants(layer, zero, self._tables_of(index))
         ]
+
+    def _tables_of(self, index: int) -> nn.Module | None:
+        return self.tables[str(index)] if str(index) in self.tables else None
 
     def forward(self, alpha: Tensor) -> tuple[Tensor, ...]:
         alpha = clamp_alpha(alpha, self.method)
         set_alpha(self.subspace, alpha)
         outputs = []
-        for _, layer in _named_layers(self.subspace):
-            outputs.extend(layer_constants(layer, alpha).values())
+        for index, (_, layer) in enumerate(_named_layers(self.subspace)):
+            outputs.extend(layer_constants(layer, alpha, self._tables_of(index)).values())
         return tuple(outputs)
 
     @torch.no_grad()

@@ -21,7 +21,12 @@ def capturing_graph() -> bool:
 
 def pruned_count(sparsity: Tensor, count: int) -> Tensor:
     """k = round(sparsity * count), computed in float32 by every path alike."""
-    return torch.round(sparsity.reshape(-1)[:1].float() * count).clamp(0, count).long()
+    return pruned_counts(sparsity.reshape(-1)[:1], count)
+
+
+def pruned_counts(sparsities: Tensor, count: int) -> Tensor:
+    """``pruned_count`` of each element of ``sparsities`` (shape kept)."""
+    return torch.round(sparsities.float() * count).clamp(0, count).long()
 
 
 def magnitude_threshold(weight: Tensor, sparsity: Tensor) -> Tensor:

@@ -112,9 +112,18 @@ class CompressionMethod:
             constants["bias"] = bias
         return constants
 
-    def alpha_constants(self, layer: CompressibleLayer, alpha: Tensor) -> dict[str, Tensor]:
+    def switch_tables(self, layer: CompressibleLayer) -> nn.Module | None:
+        """Tables precomputed once per export that make ``alpha_constants`` cheaper to run at
+        a level switch (None: nothing to precompute). The switch-once weights graph holds
+        them and hands them back to ``alpha_constants``."""
+        return None
+
+    def alpha_constants(
+        self, layer: CompressibleLayer, alpha: Tensor, tables: nn.Module | None = None
+    ) -> dict[str, Tensor]:
         """Every constant of ``layer`` that depends on alpha, by local name (the switch-once
-        weights graph's outputs and the predict graph's buffers)."""
+        weights graph's outputs and the predict graph's buffers); ``tables`` is what
+        ``switch_tables`` built for this layer."""
         return self.folded(layer, alpha)
 
     def materialize_weighted(

@@ -65,8 +65,8 @@ class Quantized(CompressionMethod):
             return None
         return affine_qparams(layer.activation_range[0], layer.activation_range[1], self.bits(alpha).reshape(()))
 
-    def alpha_constants(self, layer: Any, alpha: Tensor) -> dict[str, Tensor]:
-        constants = super().alpha_constants(layer, alpha)
+    def alpha_constants(self, layer: Any, alpha: Tensor, tables: nn.Module | None = None) -> dict[str, Tensor]:
+        constants = super().alpha_constants(layer, alpha, tables)
         qparams = self.activation_qparams(layer, alpha) if "weight" in constants else None
         if qparams is not None:
             names = ("activation_scale", "activation_zero_point", "activation_levels")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from lcs_train.compression import magnitude_mask
 from lcs_train.methods.base import CompressionMethod
+from lcs_train.threshold_brackets import ThresholdBrackets
 
 
 @dataclass(frozen=True)
@@ -27,5 +29,36 @@ class Unstructured(CompressionMethod):
         return {"sparsity": float(alpha)}
 
     def weight(self, layer: Any, weight: Tensor, alpha: Tensor) -> Tensor:
+        return weight * magnitude_mask(weight, self.sparsity(layer, alpha))
+
+    def sparsity(self, layer: Any, alpha: Tensor) -> Tensor:
+        """The fraction of ``layer``'s weights pruned at ``alpha``."""
         # The warm-up ramp anneals the sparsity target from dense during training.
-        return weight * magnitude_mask(weight, alpha * layer.compression_ramp)
+        return alpha * layer.compression_ramp
+
+    def switch_tables(self, layer: Any) -> nn.Module | None:
+        """For a conv / linear layer, the bracket tables that find its exact threshold at any
+        alpha with a small TopK instead of a sort (``lcs_train.threshold_brackets``)."""
+        if not hasattr(layer, "compressed_weight"):
+            return None  # a norm layer: nothing is pruned
+        return ThresholdBrackets(
+            lambda alpha: layer.interpolated("weight", alpha).detach(),
+            lambda alpha: self.sparsity(layer, alpha),
+            self.max_alpha, moves=layer.shape.ends > 1,
+        )
+
+    def alpha_constants(self, layer: Any, alpha: Tensor, tables: nn.Module | None = None) -> dict[str, Tensor]:
+        if not isinstance(tables, ThresholdBrackets):
+            return super().alpha_constants(layer, alpha, tables)
+        # The same mask as magnitude_mask (keep |w| > k-th smallest |w|), threshold found
+        # through the tables; unstructured folds no output mask, so this is all of ``folded``.
+        weight = layer.interpolated("weight", alpha)
+        with torch.no_grad():
+            magnitudes = weight.detach().abs()
+            threshold = tables.threshold(magnitudes, alpha, self.sparsity(layer, alpha))
+            mask = (magnitudes > threshold).to(weight.dtype)
+        constants = {"weight": weight * mask}
+        bias = layer.interpolated_bias(alpha)
+        if bias is not None:
+            constants["bias"] = bias
+        return constants
