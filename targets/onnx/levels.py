@@ -2,7 +2,10 @@
 
 Quantized levels store their weights as integers: each float weight initializer is replaced
 by ``DequantizeLinear`` over a UINT8 initializer, or a UINT4 one (packed two per byte, opset
-21) at 4 bits and below, with the per-tensor scale and zero point.
+21) at 4 bits and below, with the per-tensor scale and zero point. Float levels whose weights
+are mostly zeros (unstructured levels) store them as a bit mask plus the nonzero values,
+rebuilt once when the runtime loads the file (``targets.onnx.compact``), unless
+``dense_weights`` asks for every zero to be written out.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from lcs_train.alpha_graph import INPUT_NAME, OUTPUT_NAME
 from lcs_train.level_layers import QuantizedConv2d, QuantizedLinear, QuantizedWeight
 from targets.base import Artifact
 from targets.inputs import Level, batch_example
+from targets.onnx.compact import store_compact_weights
 from targets.onnx.files import FLOAT_OPSET, INT4_OPSET, batch_dynamic, export_onnx, file_opset, save_inline
 
 
@@ -29,8 +33,10 @@ def level_file(alpha: float) -> str:
     return f"level_alpha_{alpha:.4f}.onnx"
 
 
-def export_level(level: Level, example: Tensor, directory: Path, opset: int | None) -> Artifact:
-    """One inline .onnx for ``level``; quantized weights stored as UINT8 / UINT4 codes."""
+def export_level(level: Level, example: Tensor, directory: Path, opset: int | None, dense_weights: bool = False
+                 ) -> Artifact:
+    """One inline .onnx for ``level``; quantized weights stored as UINT8 / UINT4 codes, mostly-zero
+    float weights as a bit mask plus values unless ``dense_weights``."""
     view, quantized = _float_view(level.module)
     bits = min((w.bits for w in quantized.values()), default=32)
     requested = int(opset or FLOAT_OPSET)
@@ -41,6 +47,7 @@ def export_level(level: Level, example: Tensor, directory: Path, opset: int | No
             (batch_dynamic(),), opset, keep_initializers=list(quantized),
         )
     replaced = store_integer_weights(model, quantized)
+    compacted = [] if dense_weights else store_compact_weights(model)
     path = Path(directory) / level_file(level.alpha)
     save_inline(model, path)
     details: dict[str, Any] = {
@@ -50,6 +57,10 @@ def export_level(level: Level, example: Tensor, directory: Path, opset: int | No
     }
     if quantized:
         details["dequantize_linear_weights"] = replaced
+    if compacted:
+        # Float32 values still, but only the nonzero ones, behind a one-bit-per-weight mask.
+        details["weight_storage"] = "float32_bitmask"
+        details["bitmask_weights"] = len(compacted)
     return Artifact(path.name, "level", [level.alpha], details)
 
 
