@@ -1,4 +1,5 @@
-"""Unstructured ONNX levels stored as a bit mask plus nonzero values: smaller, exact, folded at load."""
+"""Compact ONNX levels: pruned weights as a bit mask plus nonzero values, 5- to 7-bit codes
+packed; smaller files, the same logits, the decoding folded away when a session loads them."""
 
 from __future__ import annotations
 
@@ -18,24 +19,46 @@ from lcs_train.materialize import materialize_level
 from lcs_train.restore import load_subspace
 from targets.base import get_target
 from targets.inputs import Level
+from targets.onnx.bitpack import UNPACK_OP_TYPES, store_packed_codes
+from targets.onnx.bitpack import PREFIX as PACKED_PREFIX
 from targets.onnx.compact import DECODE_OP_TYPES, PREFIX, store_compact_weights
 from targets.onnx.runner import LevelRunner
 
 pytestmark = pytest.mark.xdist_group("onnx_compact")
 
 
-@pytest.fixture(scope="module")
-def sparse_levels(subspace_checkpoint, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
-    """The fixture's 90 % level exported twice: compact (the default) and with ``dense_weights``."""
-    model, _ = load_subspace(subspace_checkpoint("unstructured", "line"))
-    level = Level(0.9, materialize_level(model, 0.9, [1, 8, 8]), {})
+def export_twice(checkpoint: Path, alpha: float, factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict]]:
+    """The level at ``alpha`` exported compact (the default) and with ``dense_weights``."""
+    model, _ = load_subspace(checkpoint)
+    level = Level(alpha, materialize_level(model, alpha, [1, 8, 8]), {})
     target = get_target("onnx")
     exported = {}
     for name, options in {"compact": {}, "dense": {"dense_weights": True}}.items():
-        directory = tmp_path_factory.mktemp(f"onnx-{name}")
+        directory = factory.mktemp(f"onnx-{name}")
         (artifact,) = target.export_levels([level], torch.zeros(1, 1, 8, 8), directory, target.parse_options(options))
         exported[name] = (directory / artifact.path, artifact.details)
     return exported
+
+
+@pytest.fixture(scope="module")
+def sparse_levels(subspace_checkpoint, tmp_path_factory) -> dict[str, tuple[Path, dict]]:
+    """The fixture's 90 % level, compact and dense."""
+    return export_twice(subspace_checkpoint("unstructured", "line"), 0.9, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def held_out() -> np.ndarray:
+    return load_dataset("digits").held_out()[0].numpy()
+
+
+def optimized_graph(path: Path, directory: Path, level: ort.GraphOptimizationLevel) -> onnx.GraphProto:
+    """The graph ONNX Runtime runs after loading ``path`` at ``level`` (its optimised model)."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = level
+    options.optimized_model_filepath = str(directory / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(path.read_bytes(), options, providers=["CPUExecutionProvider"])
+    return onnx.load(str(directory / "optimized.onnx")).graph
 
 
 def test_the_compact_90_percent_level_is_at_most_a_fifth_of_the_dense_file(sparse_levels) -> None:
@@ -46,10 +69,9 @@ def test_the_compact_90_percent_level_is_at_most_a_fifth_of_the_dense_file(spars
     assert ratio <= 0.20, f"{compact.stat().st_size} / {dense.stat().st_size} = {ratio:.3f}"
 
 
-def test_the_compact_level_gives_the_dense_level_s_logits_exactly(sparse_levels) -> None:
-    images = load_dataset("digits").held_out()[0].numpy()
-    compact = LevelRunner(sparse_levels["compact"][0], 0.9).run(images, 0.9)
-    dense = LevelRunner(sparse_levels["dense"][0], 0.9).run(images, 0.9)
+def test_the_compact_level_gives_the_dense_level_s_logits_exactly(sparse_levels, held_out) -> None:
+    compact = LevelRunner(sparse_levels["compact"][0], 0.9).run(held_out, 0.9)
+    dense = LevelRunner(sparse_levels["dense"][0], 0.9).run(held_out, 0.9)
     assert np.array_equal(compact, dense)
 
 
@@ -58,15 +80,10 @@ def test_onnx_runtime_folds_the_decoding_away_when_it_loads_the_file(sparse_leve
     path = sparse_levels["compact"][0]
     before = onnx.load(str(path))
     assert DECODE_OP_TYPES <= {node.op_type for node in before.graph.node}
-    options = ort.SessionOptions()
-    options.graph_optimization_level = level
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.log_severity_level = 3
-    ort.InferenceSession(path.read_bytes(), options, providers=["CPUExecutionProvider"])
-    after = onnx.load(str(tmp_path / "optimized.onnx"))
-    left = [node.name for node in after.graph.node if node.op_type in DECODE_OP_TYPES or node.name.startswith(PREFIX)]
+    after = optimized_graph(path, tmp_path, level)
+    left = [node.name for node in after.node if node.op_type in DECODE_OP_TYPES or node.name.startswith(PREFIX)]
     assert left == []
-    assert not any(tensor.name in (PREFIX + "mask", PREFIX + "values") for tensor in after.graph.initializer)
+    assert not any(tensor.name in (PREFIX + "mask", PREFIX + "values") for tensor in after.initializer)
 
 
 def test_odd_sizes_negative_zeros_and_special_values_come_back_exactly() -> None:
@@ -102,3 +119,38 @@ def test_the_validated_app_bundle_stores_its_sparse_levels_compact(onnx_app_bund
 def test_dense_weights_must_be_true_or_false() -> None:
     with pytest.raises(LcsError, match="dense_weights='yes' is not true or false"):
         get_target("onnx").parse_options({"dense_weights": "yes"})
+
+
+@pytest.mark.parametrize("bits", [5, 6, 7])
+def test_packed_codes_of_odd_lengths_come_back_exactly(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    codes = {"a": rng.integers(0, 1 << bits, (3, 5, 7), dtype=np.uint8), "b": np.array([(1 << bits) - 1], np.uint8)}
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [name], [f"{name}_out"]) for name in codes], "g", [],
+        [helper.make_tensor_value_info(f"{name}_out", TensorProto.UINT8, c.shape) for name, c in codes.items()],
+        [numpy_helper.from_array(c, name) for name, c in codes.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    store_packed_codes(model, list(codes), bits)
+    onnx.checker.check_model(model)
+    stream = next(t for t in model.graph.initializer if t.name == PACKED_PREFIX + "bytes")
+    assert stream.dims == [-(-106 * bits // 8) + 1]  # 106 codes of ``bits`` bits, one padding byte
+    outputs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {})
+    for (name, original), got in zip(codes.items(), outputs, strict=True):
+        assert got.dtype == np.uint8 and np.array_equal(got, original), name
+
+
+def test_a_6_bit_level_is_packed_smaller_exact_and_unpacked_at_load(subspace_checkpoint, tmp_path_factory,
+                                                                   held_out, tmp_path) -> None:
+    levels = export_twice(subspace_checkpoint("quantized", "line"), 0.4, tmp_path_factory)  # 8 - 5 * 0.4 = 6 bits
+    (packed, details), (plain, plain_details) = levels["compact"], levels["dense"]
+    assert details["weight_storage"] == "uint6_packed" and plain_details["weight_storage"] == "uint8"
+    codes = sum(numpy_helper.to_array(t).size for t in onnx.load(str(plain)).graph.initializer
+                if t.name.endswith("_quantized"))
+    graph = onnx.load(str(packed)).graph
+    unpacking = sum(n.ByteSize() for n in graph.node if n.name.startswith(PACKED_PREFIX)) + sum(
+        t.ByteSize() for t in graph.initializer if t.name.startswith(PACKED_PREFIX) and t.name != PACKED_PREFIX + "bytes")
+    # A quarter of the code bytes saved, less what the unpacking nodes and their constants take.
+    assert plain.stat().st_size - packed.stat().st_size >= codes // 4 - unpacking
+    assert np.array_equal(LevelRunner(packed, 0.4).run(held_out, 0.4), LevelRunner(plain, 0.4).run(held_out, 0.4))
+    after = optimized_graph(packed, tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    assert [n.name for n in after.node if n.op_type in UNPACK_OP_TYPES or n.name.startswith(PACKED_PREFIX)] == []

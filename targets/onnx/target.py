@@ -30,8 +30,9 @@ class OnnxOptions:
     single_graph: bool = option(True, "write alpha_input.onnx (alpha fed with every call)", flag=False)
     switch_once: bool = option(True, "write the switch-once pair alpha_weights.onnx + alpha_predict.onnx",
                                flag=False)
-    dense_weights: bool = option(False, "store level weights densely, every zero included (default: mostly-zero "
-                                        "weights as a bit mask plus the nonzero values, rebuilt once at load)")
+    dense_weights: bool = option(False, "store level weights as plain tensors: every zero of a pruned level, 5- to "
+                                        "7-bit codes one per byte (default: a bit mask plus the nonzero values, "
+                                        "codes packed; rebuilt once when a session loads the file)")
 
 
 @register_target
@@ -54,8 +55,8 @@ class OnnxTarget(Target):
 
     def export_levels(self, levels: list[Level], example: Tensor, directory: Path, options: OnnxOptions
                       ) -> list[Artifact]:
-        """One inline .onnx per level; quantized weights stored as UINT8 / UINT4 codes, pruned
-        weights as a bit mask plus values (unless ``dense_weights``)."""
+        """One inline .onnx per level; quantized weights stored as UINT8 / UINT4 codes (5 to 7 bits
+        packed), pruned weights as a bit mask plus values (neither with ``dense_weights``)."""
         return [export_level(level, example, directory, options.opset, options.dense_weights) for level in levels]
 
     def export_alpha_input(self, graph: AlphaGraph, directory: Path, options: OnnxOptions) -> list[Artifact]:
