@@ -9,6 +9,7 @@ drift of the machine hits all variants alike. What matters are the ratios:
 - the single alpha-input graph's per-call cost over the static level (for reference);
 - structured level at width 0.25 over width 1.0 (target <= 0.35x);
 - 8-bit and 4-bit level files over the float level file (targets <= 0.30x and <= 0.20x);
+- 7-, 6- and 5-bit level files with packed codes (the default) over one code a byte;
 - unstructured level files with pruned weights stored compact (bit mask plus nonzero values,
   the default) over the same level stored dense (``dense_weights``), at alphas 0, 0.5 and 0.9
   (target <= 0.20x at 0.9), and at 0.9 the session creation time and per-call latency of both.
@@ -108,7 +109,8 @@ def sparse_storage_rows(model: torch.nn.Module, example: torch.Tensor, feed: dic
     compact, dense = (LevelRunner(files[0.9][name], 0.9) for name in ("compact", "dense"))
     calls = interleaved_medians({"compact": lambda: compact.session.run(None, feed),
                                  "dense": lambda: dense.session.run(None, feed)}, rounds, burst)
-    rows.append(("alpha 0.9: per call, compact / dense", f"{calls['compact'] * 1e3:.3f} / {calls['dense'] * 1e3:.3f} ms",
+    rows.append(("alpha 0.9: per call, compact / dense",
+                 f"{calls['compact'] * 1e3:.3f} / {calls['dense'] * 1e3:.3f} ms",
                  f"{calls['compact'] / calls['dense']:.2f}x", "~1.0x"))
     return rows
 
@@ -219,6 +221,12 @@ def main() -> None:
             ("8-bit level file / float level file", f"{eight:,} / {float_size:,} B", f"{eight / float_size:.2f}x", "<= 0.30x"),
             ("4-bit level file / float level file", f"{four:,} / {float_size:,} B", f"{four / float_size:.2f}x", "<= 0.20x"),
         ]
+        for alpha, bits in ((0.2, 7), (0.4, 6), (0.6, 5)):
+            packed = export_level(quantized, alpha, example, _mk(directory / f"p{bits}")).stat().st_size
+            plain = export_level(quantized, alpha, example, _mk(directory / f"u{bits}"),
+                                 OnnxOptions(dense_weights=True)).stat().st_size
+            rows.append((f"{bits}-bit level file, codes packed / one code a byte", f"{packed:,} / {plain:,} B",
+                         f"{packed / plain:.2f}x", ""))
         console.log("unstructured levels: compact and dense storage")
         sparse = model if method.name == "unstructured" else untrained("unstructured", input_shape)
         rows += sparse_storage_rows(sparse, example, feed, directory, args.rounds, args.burst)

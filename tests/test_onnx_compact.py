@@ -75,7 +75,10 @@ def test_the_compact_level_gives_the_dense_level_s_logits_exactly(sparse_levels,
     assert np.array_equal(compact, dense)
 
 
-@pytest.mark.parametrize("level", [ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL])
+LEVELS = [ort.GraphOptimizationLevel.ORT_ENABLE_BASIC, ort.GraphOptimizationLevel.ORT_ENABLE_ALL]
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_onnx_runtime_folds_the_decoding_away_when_it_loads_the_file(sparse_levels, tmp_path, level) -> None:
     path = sparse_levels["compact"][0]
     before = onnx.load(str(path))
@@ -148,7 +151,8 @@ def test_a_6_bit_level_is_packed_smaller_exact_and_unpacked_at_load(subspace_che
                 if t.name.endswith("_quantized"))
     graph = onnx.load(str(packed)).graph
     unpacking = sum(n.ByteSize() for n in graph.node if n.name.startswith(PACKED_PREFIX)) + sum(
-        t.ByteSize() for t in graph.initializer if t.name.startswith(PACKED_PREFIX) and t.name != PACKED_PREFIX + "bytes")
+        t.ByteSize() for t in graph.initializer
+        if t.name.startswith(PACKED_PREFIX) and t.name != PACKED_PREFIX + "bytes")
     # A quarter of the code bytes saved, less what the unpacking nodes and their constants take.
     assert plain.stat().st_size - packed.stat().st_size >= codes // 4 - unpacking
     assert np.array_equal(LevelRunner(packed, 0.4).run(held_out, 0.4), LevelRunner(plain, 0.4).run(held_out, 0.4))

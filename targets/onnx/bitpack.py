@@ -79,8 +79,8 @@ def unpack_graph(names: list[str], shapes: list[tuple[int, ...]], bits: int
         _node("BitShift", ["word", "shift"], "aligned", direction="RIGHT"),
         _node("BitwiseAnd", ["aligned", "low_bits"], "code_wide"),
         _node("Cast", ["code_wide"], "codes", to=TensorProto.UINT8),
-        helper.make_node("Split", [PREFIX + "codes", PREFIX + "sizes"], [f"{PREFIX}part_{i}" for i in range(len(names))],
-                         axis=0, name=PREFIX + "split"),
+        helper.make_node("Split", [PREFIX + "codes", PREFIX + "sizes"],
+                         [f"{PREFIX}part_{i}" for i in range(len(names))], axis=0, name=PREFIX + "split"),
     ]
     for i, (name, shape) in enumerate(zip(names, shapes, strict=True)):
         constants.append(_constant(np.array(shape, np.int64), f"shape_{i}"))

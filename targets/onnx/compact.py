@@ -7,8 +7,10 @@ UINT8, most significant bit first as ``numpy.packbits`` writes it) and ``compact
 (their nonzero weights in the same order, float32), and one subgraph rebuilds each dense
 tensor under its own name from them alone::
 
-    bits   = BitwiseAnd(BitShift(Unsqueeze(mask, 1), [7, 6, ..., 0]), 1)   # [bytes, 8] -> 0 / 1
-    keep   = Cast<int32>(Slice(Reshape(bits, [-1]), 0, total))             # the padding bits cut off
+    table  = Cast<int32>(BitwiseAnd(BitShift(Unsqueeze(Cast<uint8>(Range(0, 256)), 1),
+                                             [7, 6, ..., 0]), 1))          # [256, 8]: a byte's bits
+    bits   = Gather(table, Cast<int32>(mask))                              # [bytes, 8] -> 0 / 1
+    keep   = Slice(Reshape(bits, [-1]), 0, total)                          # the padding bits cut off
     index  = CumSum(keep) * keep              # k at the k-th nonzero, 0 at a zero
     dense  = Gather(Concat([0.0], values), index)
     w1, w2, ... = Split(dense, sizes);  weight_i = Reshape(w_i, shape_i)
@@ -19,7 +21,9 @@ is created and the inference graph sees ordinary dense constants: no per-call co
 runtime pre-packs them as any other weight. Only integer ops, a gather and a split touch the
 values, so each rebuilt tensor equals the original exactly, except that a ``-0.0`` comes back
 as ``+0.0`` (see ``pack_mask``). One subgraph for all tensors keeps the node count (and the
-file bytes the nodes take) independent of the number of layers.
+file bytes the nodes take) independent of the number of layers; the bits come from a
+256-row table looked up per mask byte because ONNX Runtime's broadcasting ``BitShift`` over
+every byte took most of the decoding time.
 
 A tensor is stored this way only when its mask bits and values take fewer bytes than the
 dense tensor, less a margin for its Split output and Reshape (a dense layer, or a level at
@@ -36,7 +40,7 @@ from onnx import TensorProto, helper, numpy_helper
 #: output, Reshape node and shape constant (measured about 70 on the demo's level files).
 PER_TENSOR_BYTES = 96
 #: Op types that only the decoding subgraph puts in a level file (none is left once folded).
-DECODE_OP_TYPES = frozenset({"BitShift", "BitwiseAnd", "CumSum"})
+DECODE_OP_TYPES = frozenset({"BitShift", "BitwiseAnd", "CumSum", "Range"})
 #: Prefix of every node, value and initializer name the decoding subgraph adds.
 PREFIX = "compact_"
 
@@ -73,6 +77,9 @@ def decode_graph(names: list[str], shapes: list[tuple[int, ...]], total: int
     ``compact_mask`` and ``compact_values``, and the constants they need besides those two."""
     p = PREFIX
     constants = [
+        _constant(np.array(0, dtype=np.int32), "range_start"),
+        _constant(np.array(256, dtype=np.int32), "range_end"),
+        _constant(np.array(1, dtype=np.int32), "range_step"),
         _constant(np.array([1], dtype=np.int64), "column_axis"),
         _constant(np.arange(7, -1, -1, dtype=np.uint8), "bit_shifts"),
         _constant(np.array(1, dtype=np.uint8), "bit_one"),
@@ -84,12 +91,16 @@ def decode_graph(names: list[str], shapes: list[tuple[int, ...]], total: int
         _constant(np.array([int(np.prod(shape)) for shape in shapes], dtype=np.int64), "sizes"),
     ]
     nodes = [
-        _node("Unsqueeze", [p + "mask", p + "column_axis"], [p + "column"]),
+        _node("Range", [p + "range_start", p + "range_end", p + "range_step"], [p + "byte_values"]),
+        _node("Cast", [p + "byte_values"], [p + "byte_codes"], to=TensorProto.UINT8),
+        _node("Unsqueeze", [p + "byte_codes", p + "column_axis"], [p + "column"]),
         _node("BitShift", [p + "column", p + "bit_shifts"], [p + "shifted"], direction="RIGHT"),
-        _node("BitwiseAnd", [p + "shifted", p + "bit_one"], [p + "bits"]),
+        _node("BitwiseAnd", [p + "shifted", p + "bit_one"], [p + "table_bits"]),
+        _node("Cast", [p + "table_bits"], [p + "table_rows"], to=TensorProto.INT32),
+        _node("Cast", [p + "mask"], [p + "mask_index"], to=TensorProto.INT32),
+        _node("Gather", [p + "table_rows", p + "mask_index"], [p + "bits"], axis=0),
         _node("Reshape", [p + "bits", p + "flat_shape"], [p + "flat_bits"]),
-        _node("Slice", [p + "flat_bits", p + "start", p + "total"], [p + "kept_bits"]),
-        _node("Cast", [p + "kept_bits"], [p + "keep"], to=TensorProto.INT32),
+        _node("Slice", [p + "flat_bits", p + "start", p + "total"], [p + "keep"]),
         _node("CumSum", [p + "keep", p + "axis"], [p + "rank"]),
         _node("Mul", [p + "rank", p + "keep"], [p + "index"]),
         _node("Concat", [p + "zero", p + "values"], [p + "table"], axis=0),
