@@ -21,7 +21,7 @@ from targets.base import get_target
 from targets.inputs import Level
 from targets.onnx.bitpack import UNPACK_OP_TYPES, store_packed_codes
 from targets.onnx.bitpack import PREFIX as PACKED_PREFIX
-from targets.onnx.compact import DECODE_OP_TYPES, PREFIX, store_compact_weights
+from targets.onnx.compact import DECODE_OP_TYPES, PREFIX, store_compact_weights, worth_compacting
 from targets.onnx.runner import LevelRunner
 
 pytestmark = pytest.mark.xdist_group("onnx_compact")
@@ -91,10 +91,11 @@ def test_onnx_runtime_folds_the_decoding_away_when_it_loads_the_file(sparse_leve
 
 def test_odd_sizes_negative_zeros_and_special_values_come_back_exactly() -> None:
     rng = np.random.default_rng(3)
-    weights = {"odd": rng.standard_normal((3, 5, 7)).astype(np.float32), "small": np.zeros((2, 3), np.float32),
+    odd = (9, 15, 17)  # 2,295 elements: the last mask byte is padded
+    weights = {"odd": rng.standard_normal(odd).astype(np.float32), "small": np.zeros((2, 3), np.float32),
                "dense": rng.standard_normal((4, 4)).astype(np.float32)}
-    weights["odd"][rng.random((3, 5, 7)) < 0.8] = -0.0
-    weights["odd"].flat[[0, 104]] = [np.nan, np.float32(1e-45)]  # first and last element; a denormal
+    weights["odd"][rng.random(odd) < 0.8] = -0.0
+    weights["odd"].flat[[0, 2294]] = [np.nan, np.float32(1e-45)]  # first and last element; a denormal
     weights["small"][1, 2] = np.inf
     graph = helper.make_graph(
         [helper.make_node("Identity", [name], [f"{name}_out"]) for name in weights], "g", [],
@@ -158,3 +159,15 @@ def test_a_6_bit_level_is_packed_smaller_exact_and_unpacked_at_load(subspace_che
     assert np.array_equal(LevelRunner(packed, 0.4).run(held_out, 0.4), LevelRunner(plain, 0.4).run(held_out, 0.4))
     after = optimized_graph(packed, tmp_path, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
     assert [n.name for n in after.node if n.op_type in UNPACK_OP_TYPES or n.name.startswith(PACKED_PREFIX)] == []
+
+
+def test_a_level_with_too_few_zeros_to_pay_for_the_subgraph_is_left_alone() -> None:
+    weight = np.ones((16, 16), np.float32)
+    weight[:, :8] = 0.0  # half zeros: smaller as mask plus values, but not once the subgraph is counted
+    graph = helper.make_graph([helper.make_node("Identity", ["w"], ["out"])], "g", [],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, weight.shape)],
+                              [numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert worth_compacting(weight)
+    before = model.SerializeToString()
+    assert store_compact_weights(model) == [] and model.SerializeToString() == before

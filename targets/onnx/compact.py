@@ -27,7 +27,8 @@ every byte took most of the decoding time.
 
 A tensor is stored this way only when its mask bits and values take fewer bytes than the
 dense tensor, less a margin for its Split output and Reshape (a dense layer, or a level at
-alpha 0, is left alone).
+alpha 0, is left alone), and only when all of them together, with the subgraph, take fewer
+bytes than the tensors they replace.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def decode_graph(names: list[str], shapes: list[tuple[int, ...]], total: int
 
 
 def store_compact_weights(model: onnx.ModelProto) -> list[str]:
-    """Replace every float32 initializer of rank 2 or more that ``worth_compacting`` picks.
+    """Replace every float32 initializer of rank 2 or more that ``worth_compacting`` picks
+    (none when, with the decoding subgraph, they would not take fewer bytes).
 
     Returns the names replaced, in file order. The graph computes the same tensors (see the
     module's docstring); the decoding nodes go first, so the graph stays topologically sorted.
@@ -132,9 +134,13 @@ def store_compact_weights(model: onnx.ModelProto) -> list[str]:
     values = np.concatenate([v for _, v in packed])
     names = [tensor.name for tensor, _ in chosen]
     nodes, constants = decode_graph(names, [weight.shape for _, weight in chosen], keep.size)
+    mask = np.packbits(keep)
+    decoding = sum(proto.ByteSize() for proto in [*nodes, *constants])
+    if mask.nbytes + values.nbytes + decoding >= sum(weight.nbytes for _, weight in chosen):
+        return []  # a few small tensors do not pay for the subgraph
     for tensor, _ in chosen:
         graph.initializer.remove(tensor)
-    graph.initializer.extend([_constant(np.packbits(keep), "mask"), _constant(values, "values"), *constants])
+    graph.initializer.extend([_constant(mask, "mask"), _constant(values, "values"), *constants])
     for node in reversed(nodes):
         graph.node.insert(0, node)
     return names
