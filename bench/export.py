@@ -10,7 +10,11 @@ drift of the machine hits all variants alike. What matters are the ratios:
   ResNet18-sized unstructured line (target <= 2x; ``bench/switch_cost.py``);
 - the single alpha-input graph's per-call cost over the static level (for reference);
 - structured level at width 0.25 over width 1.0 (target <= 0.35x);
-- 8-bit and 4-bit level files over the float level file (targets <= 0.30x and <= 0.20x).
+- 8-bit and 4-bit level files over the float level file (targets <= 0.30x and <= 0.20x);
+- 7-, 6- and 5-bit level files with packed codes (the default) over one code a byte;
+- unstructured level files with pruned weights stored compact (bit mask plus nonzero values,
+  the default) over the same level stored dense (``dense_weights``), at alphas 0, 0.5 and 0.9
+  (target <= 0.20x at 0.9), and at 0.9 the session creation time and per-call latency of both.
 
 Usage: ``python bench/export.py [CHECKPOINT] [--rounds 20 --burst 25 --switch-rounds 15 --resnet18]``. Without a
 checkpoint file an untrained cPreResNet20 subspace (MNIST-sized input) is used: latency and
@@ -71,11 +75,48 @@ def interleaved_medians(calls: dict[str, Callable[[], object]], rounds: int, bur
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def export_level(model: torch.nn.Module, alpha: float, example: torch.Tensor, directory: Path) -> Path:
+def export_level(model: torch.nn.Module, alpha: float, example: torch.Tensor, directory: Path,
+                 options: OnnxOptions | None = None) -> Path:
     """Export the level at ``alpha`` with the ONNX target; returns the file."""
     level = Level(alpha, materialize_level(model, alpha, list(example.shape[1:])), {})
-    artifact = OnnxTarget().export_levels([level], example, directory, OnnxOptions())[0]
+    artifact = OnnxTarget().export_levels([level], example, directory, options or OnnxOptions())[0]
     return directory / artifact.path
+
+
+def median_session_creation(files: dict[str, Path], repeats: int) -> dict[str, float]:
+    """Median seconds to open a session on each file (from bytes, as the runners do), interleaved."""
+    data = {name: path.read_bytes() for name, path in files.items()}
+    samples: dict[str, list[float]] = {name: [] for name in files}
+    for _ in range(repeats):
+        for name, model in data.items():
+            start = time.perf_counter()
+            _session(model)
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def sparse_storage_rows(model: torch.nn.Module, example: torch.Tensor, feed: dict[str, np.ndarray],
+                        directory: Path, rounds: int, burst: int) -> list[tuple[str, str, str, str]]:
+    """Compact (bit mask + values) over dense storage of unstructured levels: size, load, per call."""
+    rows, files = [], {}
+    for alpha in (0.0, 0.5, 0.9):
+        compact = export_level(model, alpha, example, _mk(directory / f"compact-{alpha}"))
+        dense = export_level(model, alpha, example, _mk(directory / f"dense-{alpha}"), OnnxOptions(dense_weights=True))
+        files[alpha] = {"compact": compact, "dense": dense}
+        size, dense_size = compact.stat().st_size, dense.stat().st_size
+        rows.append((f"unstructured alpha {alpha:g}: compact level file / dense", f"{size:,} / {dense_size:,} B",
+                     f"{size / dense_size:.3f}x", "<= 0.20x" if alpha == 0.9 else ""))
+    opened = median_session_creation(files[0.9], 15)
+    rows.append(("alpha 0.9: session creation, compact / dense",
+                 f"{opened['compact'] * 1e3:.1f} / {opened['dense'] * 1e3:.1f} ms",
+                 f"{opened['compact'] / opened['dense']:.2f}x", ""))
+    compact, dense = (LevelRunner(files[0.9][name], 0.9) for name in ("compact", "dense"))
+    calls = interleaved_medians({"compact": lambda: compact.session.run(None, feed),
+                                 "dense": lambda: dense.session.run(None, feed)}, rounds, burst)
+    rows.append(("alpha 0.9: per call, compact / dense",
+                 f"{calls['compact'] * 1e3:.3f} / {calls['dense'] * 1e3:.3f} ms",
+                 f"{calls['compact'] / calls['dense']:.2f}x", "~1.0x"))
+    return rows
 
 
 def switch_costs(runner: SwitchOnceRunner, alphas: list[float], repeats: int) -> dict[str, float]:
@@ -209,6 +250,15 @@ def main() -> None:
             ("8-bit level file / float level file", f"{eight:,} / {float_size:,} B", f"{eight / float_size:.2f}x", "<= 0.30x"),
             ("4-bit level file / float level file", f"{four:,} / {float_size:,} B", f"{four / float_size:.2f}x", "<= 0.20x"),
         ]
+        for alpha, bits in ((0.2, 7), (0.4, 6), (0.6, 5)):
+            packed = export_level(quantized, alpha, example, _mk(directory / f"p{bits}")).stat().st_size
+            plain = export_level(quantized, alpha, example, _mk(directory / f"u{bits}"),
+                                 OnnxOptions(dense_weights=True)).stat().st_size
+            rows.append((f"{bits}-bit level file, codes packed / one code a byte", f"{packed:,} / {plain:,} B",
+                         f"{packed / plain:.2f}x", ""))
+        console.log("unstructured levels: compact and dense storage")
+        sparse = model if method.name == "unstructured" else untrained("unstructured", input_shape)
+        rows += sparse_storage_rows(sparse, example, feed, directory, args.rounds, args.burst)
     table = Table(title=f"ONNX Runtime {ort.__version__}, batch 1, 2 threads, cPreResNet20 ({method.name} at alpha {alpha:g})")
     for column in ("measure", "value", "ratio", "target"):
         table.add_column(column)

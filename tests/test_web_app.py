@@ -71,8 +71,12 @@ def checkpoint(subspace_checkpoint: Callable[[str, str], Path]) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx_bundle(onnx_app_bundle: Path) -> Path:
-    """Three level files plus the single alpha graph and the switch-once pair, validated."""
+    """Three level files plus the single alpha graph and the switch-once pair, validated; the
+    pruned levels (0.5, 0.9) store their weights as a bit mask plus values (folded at load)."""
     assert LEVELS == "0.0,0.5,0.9"  # what conftest's onnx_app_bundle exports
+    manifest = json.loads((onnx_app_bundle / "manifest.json").read_text())
+    storage = [a["details"]["weight_storage"] for a in manifest["artifacts"] if a["kind"] == "level"]
+    assert storage == ["float32", "float32_bitmask", "float32_bitmask"]
     return onnx_app_bundle
 
 

@@ -3,6 +3,8 @@
 - ``target``: the ``onnx`` target and its options (``OnnxOptions``);
 - ``files``: export with the dynamo exporter, strip, check, save inline;
 - ``levels``: level files (quantized weights as DequantizeLinear over UINT8 / UINT4);
+- ``compact``: pruned weights as a bit mask plus the nonzero values, rebuilt at load;
+- ``bitpack``: 5- to 7-bit codes packed back to back, unpacked to UINT8 at load;
 - ``alpha``: the single alpha-input graph and the switch-once pair;
 - ``offsets``: the switch-once constant table, checked and patched (NumPy only);
 - ``runner``: the ONNX Runtime runners.
@@ -11,7 +13,14 @@ Files are exported with ``torch.onnx.export(dynamo=True)`` with a dynamic batch 
 saved with every weight inline (no ``.onnx.data`` side file: a browser session is handed one
 file). Quantized levels store their weights as integers: each float weight initializer is
 replaced by ``DequantizeLinear`` over a UINT8 initializer, or a UINT4 one (packed two per
-byte, opset 21) at 4 bits and below, with the per-tensor scale and zero point.
+byte, opset 21) at 4 bits and below, with the per-tensor scale and zero point. Unless
+``dense_weights`` is set, a float weight with enough zeros (an unstructured level's) is stored
+as a bit mask plus its nonzero values (``details["weight_storage"] == "float32_bitmask"``), and
+5- to 7-bit codes, for which ONNX has no type, are packed back to back (``"uint6_packed"`` and
+so on); in both cases a subgraph over initializers only rebuilds the plain tensor, which ONNX
+Runtime's constant folding does once at session creation (the optimised graph holds none of
+its nodes), so calls cost what a dense file's do, on the same numbers (a pruned ``-0.0`` comes
+back as ``+0.0``).
 
 Alpha-input artifacts (alpha is float32 [1], clamped to the trained range in the graph; a
 NaN alpha runs as alpha 0, the most accurate end, see ``lcs_train.alpha_graph.clamp_alpha``):

@@ -2,7 +2,11 @@
 
 Quantized levels store their weights as integers: each float weight initializer is replaced
 by ``DequantizeLinear`` over a UINT8 initializer, or a UINT4 one (packed two per byte, opset
-21) at 4 bits and below, with the per-tensor scale and zero point.
+21) at 4 bits and below, with the per-tensor scale and zero point. Float levels whose weights
+are mostly zeros (unstructured levels) store them as a bit mask plus the nonzero values,
+rebuilt once when the runtime loads the file (``targets.onnx.compact``). 5- to 7-bit codes,
+for which ONNX has no type, are packed back to back and unpacked to UINT8 once at load
+(``targets.onnx.bitpack``). ``dense_weights`` turns both off.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from lcs_train.alpha_graph import INPUT_NAME, OUTPUT_NAME
 from lcs_train.level_layers import QuantizedConv2d, QuantizedLinear, QuantizedWeight
 from targets.base import Artifact
 from targets.inputs import Level, batch_example
+from targets.onnx.bitpack import PACKED_BITS, store_packed_codes
+from targets.onnx.compact import store_compact_weights
 from targets.onnx.files import FLOAT_OPSET, INT4_OPSET, batch_dynamic, export_onnx, file_opset, save_inline
 
 
@@ -29,8 +35,11 @@ def level_file(alpha: float) -> str:
     return f"level_alpha_{alpha:.4f}.onnx"
 
 
-def export_level(level: Level, example: Tensor, directory: Path, opset: int | None) -> Artifact:
-    """One inline .onnx for ``level``; quantized weights stored as UINT8 / UINT4 codes."""
+def export_level(level: Level, example: Tensor, directory: Path, opset: int | None, dense_weights: bool = False
+                 ) -> Artifact:
+    """One inline .onnx for ``level``; quantized weights stored as UINT8 / UINT4 codes (5 to 7 bits
+    packed), mostly-zero float weights as a bit mask plus values; neither packed nor masked
+    with ``dense_weights``."""
     view, quantized = _float_view(level.module)
     bits = min((w.bits for w in quantized.values()), default=32)
     requested = int(opset or FLOAT_OPSET)
@@ -41,6 +50,10 @@ def export_level(level: Level, example: Tensor, directory: Path, opset: int | No
             (batch_dynamic(),), opset, keep_initializers=list(quantized),
         )
     replaced = store_integer_weights(model, quantized)
+    compacted = [] if dense_weights else store_compact_weights(model)
+    packed = bits in PACKED_BITS and not dense_weights and len({w.bits for w in quantized.values()}) == 1
+    if packed:
+        store_packed_codes(model, [f"{name}_quantized" for name in quantized], bits)
     path = Path(directory) / level_file(level.alpha)
     save_inline(model, path)
     details: dict[str, Any] = {
@@ -50,6 +63,14 @@ def export_level(level: Level, example: Tensor, directory: Path, opset: int | No
     }
     if quantized:
         details["dequantize_linear_weights"] = replaced
+    if packed:
+        details["weight_storage"] = f"uint{bits}_packed"  # unpacked to UINT8 codes at load
+    if compacted:
+        # Float32 values still, but only the nonzero ones, behind a one-bit-per-weight mask.
+        # (A quantized level's float tensors, a zero-initialised norm bias say, can qualify too.)
+        details["bitmask_weights"] = len(compacted)
+        if not quantized:
+            details["weight_storage"] = "float32_bitmask"
     return Artifact(path.name, "level", [level.alpha], details)
 
 

@@ -30,6 +30,9 @@ class OnnxOptions:
     single_graph: bool = option(True, "write alpha_input.onnx (alpha fed with every call)", flag=False)
     switch_once: bool = option(True, "write the switch-once pair alpha_weights.onnx + alpha_predict.onnx",
                                flag=False)
+    dense_weights: bool = option(False, "store level weights as plain tensors: every zero of a pruned level, 5- to "
+                                        "7-bit codes one per byte (default: a bit mask plus the nonzero values, "
+                                        "codes packed; rebuilt once when a session loads the file)")
 
 
 @register_target
@@ -47,12 +50,14 @@ class OnnxTarget(Target):
         if opset is not None and not MIN_OPSET <= opset <= MAX_OPSET:
             raise LcsError(f"--opset {opset} is not an opset this exporter writes",
                            f"give --opset between {MIN_OPSET} and {MAX_OPSET} (default {FLOAT_OPSET})")
-        return OnnxOptions(opset, switch_value(values, "single_graph", True), switch_value(values, "switch_once", True))
+        return OnnxOptions(opset, switch_value(values, "single_graph", True), switch_value(values, "switch_once", True),
+                           switch_value(values, "dense_weights", False))
 
     def export_levels(self, levels: list[Level], example: Tensor, directory: Path, options: OnnxOptions
                       ) -> list[Artifact]:
-        """One inline .onnx per level; quantized weights stored as UINT8 / UINT4 codes."""
-        return [export_level(level, example, directory, options.opset) for level in levels]
+        """One inline .onnx per level; quantized weights stored as UINT8 / UINT4 codes (5 to 7 bits
+        packed), pruned weights as a bit mask plus values (neither with ``dense_weights``)."""
+        return [export_level(level, example, directory, options.opset, options.dense_weights) for level in levels]
 
     def export_alpha_input(self, graph: AlphaGraph, directory: Path, options: OnnxOptions) -> list[Artifact]:
         """The single alpha-input graph and the switch-once pair (weights + predict)."""
