@@ -26,16 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from lcs_train.data import DATASETS, Dataset, load_dataset, random_shift
 from lcs_train.errors import LcsError
 from lcs_train.methods import METHODS, CompressionMethod, method_from_name
-from lcs_train.models import MODELS
+from lcs_train.init_weights import check_init_path, load_init, read_state_dict
+from lcs_train.models import build_model, check_model_name
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
     at_alpha,
-    build_subspace,
     check_alpha,
     line_cosine_squared,
     mark_fixed_alpha,
@@ -43,12 +44,13 @@ from lcs_train.subspace import (
     set_schedule,
 )
 from lcs_train.shapes import SHAPES
+from lcs_train.transform import to_subspace
 
 #: Settings that must match for ``--resume`` (the rest, like epochs, may be extended).
 RESUME_KEYS = (
     "model", "method", "shape", "dataset", "data_dir", "batch_size", "lr", "momentum",
     "weight_decay", "warmup_epochs", "compression_warmup", "beta", "seed", "fixed_alpha",
-    "augment_shift", "max_alpha", "label_smoothing",
+    "augment_shift", "max_alpha", "label_smoothing", "init",
 )
 
 
@@ -76,6 +78,10 @@ class TrainConfig:
     max_alpha: float | None = None
     device: str = "auto"
     threads: int | None = None
+    #: the data's class count, if the user states it (checked against the data)
+    num_classes: int | None = None
+    #: a pretrained state_dict (safetensors, or .pth read with weights_only=True)
+    init: str | None = None
 
     def compression_method(self) -> CompressionMethod:
         """The method config, with ``max_alpha`` (if given) as its trained range."""
@@ -135,8 +141,9 @@ def validate_config(config: TrainConfig) -> None:
     Every option of ``lcs-train`` is checked here (names, ranges, finiteness), so that a bad
     one is one clear line naming the option, never a crash in the middle of a run.
     """
+    check_model_name(config.model)
     for name, label, known in (
-        ("model", "model", MODELS), ("method", "compression method", METHODS),
+        ("method", "compression method", METHODS),
         ("shape", "subspace shape", SHAPES), ("dataset", "dataset", DATASETS),
     ):
         value = getattr(config, name)
@@ -168,6 +175,12 @@ def validate_config(config: TrainConfig) -> None:
     ):
         raise LcsError(f"--threads {config.threads!r} is not allowed",
                        f"give a whole number in [1, {MAX_THREADS}] (this machine has {os.cpu_count()} CPUs), or leave it out")
+    if config.num_classes is not None and (
+        isinstance(config.num_classes, bool) or not isinstance(config.num_classes, int) or config.num_classes < 2
+    ):
+        raise LcsError(f"--num-classes {config.num_classes!r} is not allowed", "give a whole number of at least 2, or leave it out (it is read from the data)")
+    if config.init is not None:
+        check_init_path(config.init)
     resolve_device(config.device)
     method = config.compression_method()
     if config.fixed_alpha is not None:
@@ -183,6 +196,24 @@ class EpochRecord:
     lr: float
     seconds: float
     accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def check_model_runs(model: nn.Module, method: CompressionMethod, name: str, input_shape: list[int]) -> None:
+    """Refuse, before training, a network that cannot run on the data's images, or whose
+    channels a structured method cannot narrow (the channel plan says which layer and why)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), at_alpha(model, 0.0):
+            model(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError, IndexError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise LcsError(f"{name} cannot run on {'x'.join(map(str, input_shape))} images ({reason})",
+                       "use another --model, or data with larger images") from None
+    finally:
+        model.train(was_training)
+    if method.narrows_channels:
+        derive_channel_plan(model, input_shape)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -276,10 +307,16 @@ class Trainer:
         self.dataset = load_dataset(config.dataset, config.data_dir)
         self._check_dataset_fits()
         torch.manual_seed(config.seed)
-        self.model = build_subspace(
-            config.model, self.method, self.shape,
-            in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes),
-        ).to(self.device)
+        plain = build_model(config.model, norm=self.method.norm,
+                            in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes))
+        #: what --init adapted (a classifier of another class count, a 3-channel stem)
+        self.init_notes: list[str] = []
+        if config.init is not None and not resume:
+            # A resumed run's weights come from its checkpoint; the init is only checked equal.
+            self.init_notes = load_init(plain, read_state_dict(config.init), config.init, config.model)
+        self.model = to_subspace(plain, self.method, self.shape)
+        check_model_runs(self.model, self.method, config.model, self.dataset.input_shape)
+        self.model.to(self.device)
         self.optimizer = torch.optim.SGD(
             self.model.parameters(), lr=config.lr, momentum=config.momentum,
             weight_decay=config.weight_decay, nesterov=config.momentum > 0,
@@ -299,8 +336,14 @@ class Trainer:
             self._resume()
 
     def _check_dataset_fits(self) -> None:
-        """Settings that depend on the data: the shift must leave part of an image, and both
-        splits must hold images (an empty held-out split would report 0 % as a result)."""
+        """Settings that depend on the data: the class count, the shift must leave part of an
+        image, and both splits must hold images (an empty held-out split would report 0 %)."""
+        classes = len(self.dataset.classes)
+        if self.config.num_classes is not None and self.config.num_classes != classes:
+            raise LcsError(
+                f"--num-classes {self.config.num_classes} disagrees with {self.dataset.name}, which has {classes} classes",
+                f"give --num-classes {classes}, or leave it out (it is read from the data)",
+            )
         _, height, width = self.dataset.input_shape
         if self.config.augment_shift >= min(height, width):
             raise LcsError(
