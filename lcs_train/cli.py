@@ -147,7 +147,9 @@ def train_with_progress(trainer: Trainer) -> None:
 @app.callback(invoke_without_command=True)
 def train(
     ctx: typer.Context,
-    model: str = typer.Option("cpreresnet20", help=f"Architecture: {', '.join(MODELS)}."),
+    model: str = typer.Option("cpreresnet20", help=f"Architecture: {', '.join(MODELS)}, or torchvision:NAME (any torchvision classification model, untrained unless --init; e.g. torchvision:resnet18)."),
+    num_classes: Optional[int] = typer.Option(None, help="Number of classes; read from the data, so this only checks that they agree."),
+    init: Optional[str] = typer.Option(None, help="Start from this pretrained state_dict (.safetensors, or .pth read with weights_only=True); both ends of a line start from it. Nothing is downloaded."),
     method: str = typer.Option("unstructured", help=f"Compression: {', '.join(METHODS)}."),
     shape: str = typer.Option("line", help="Subspace shape: line (LCS+L) or point (LCS+P)."),
     dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8), or from --data-dir: cifar10, cifar100 (binary distributions) or imagefolder (DIR/train/CLASS/*, DIR/val/CLASS/*)."),
@@ -156,7 +158,7 @@ def train(
     workers: int = typer.Option(0, help="Worker processes decoding ImageFolder images once before training (0: decode in this process)."),
     precision: str = typer.Option("fp32", help="fp32, bf16 (autocast; CPU or CUDA) or fp16 (autocast with loss scaling; CUDA only). Weights and checkpoints stay float32."),
     channels_last: bool = typer.Option(False, help="Keep weights and batches in channels-last (NHWC) memory layout (faster convolutions on recent GPUs)."),
-    recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data) or paper (the paper's 200-epoch recipe)."),
+    recipe: str = typer.Option("quick", help="Defaults for unset options: quick (minutes, embedded data), finetune (from --init: 10 epochs, lr 0.01, weight decay 5e-5) or paper (the paper's 200-epoch recipe)."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default: the recipe's)."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate of SGD, greater than 0 (default: the recipe's; quantized: a quarter of it)."),
@@ -182,7 +184,7 @@ def train(
         return
     state: dict[str, object] = {}
     with reported_user_errors(debug, on_interrupt=lambda: _training_outcome(out, state)):
-        settings = recipe_defaults(recipe, method)
+        settings = recipe_defaults(recipe, method, has_init=init is not None)
         given = {
             "epochs": epochs, "batch_size": batch_size, "lr": lr, "momentum": momentum,
             "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
@@ -193,7 +195,7 @@ def train(
             model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
             label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
             seed=seed, device=device, threads=threads, image_size=image_size, workers=workers,
-            precision=precision, channels_last=channels_last, **settings,
+            precision=precision, channels_last=channels_last, num_classes=num_classes, init=init, **settings,
         )
         # Every option is checked before anything is loaded, created or written.
         validate_config(config)
@@ -221,6 +223,8 @@ def train(
             trainer = Trainer(config, out, resume=resume)
             state["trainer"] = trainer
             processes = f", {layout.world} processes" if layout.active else ""
+            for note in trainer.init_notes:
+                console.print(f"--init: {note}")
             console.print(
                 f"training {config.model} {config.method} {trainer.shape.name} on {config.dataset} "
                 f"({len(trainer.dataset.train_labels)} train / {len(trainer.dataset.test_labels)} held out), "

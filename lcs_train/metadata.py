@@ -145,7 +145,11 @@ def _validator() -> Any:
     from lcs_train.models import MODELS
 
     schema = copy.deepcopy(SCHEMA)
-    schema["properties"]["model"]["properties"]["name"] = {"enum": sorted(MODELS)}
+    # Built-in names, or torchvision:NAME (whether the installed torchvision knows NAME is
+    # checked with the other facts in check_consistency).
+    schema["properties"]["model"]["properties"]["name"] = {
+        "anyOf": [{"enum": sorted(MODELS)}, {"type": "string", "pattern": "^torchvision:[A-Za-z0-9_]{1,100}$"}],
+    }
     schema["properties"]["method"]["properties"] = {"name": {"enum": sorted(METHODS)}}
     schema["properties"]["method"]["allOf"] = [
         {"if": {"properties": {"name": {"const": name}}}, "then": cls.metadata_schema()}
@@ -195,6 +199,7 @@ def check_schema(metadata: Any, source: str) -> None:
 def check_consistency(metadata: dict[str, Any], source: str) -> None:
     """The facts the schema cannot check: fields that must agree with one another."""
     from lcs_train.methods import method_from_metadata
+    from lcs_train.models import check_model_name
 
     if metadata["format_version"] > FORMAT_VERSION:
         raise LcsError(
@@ -202,6 +207,10 @@ def check_consistency(metadata: dict[str, Any], source: str) -> None:
             f"this lcs reads {FORMAT_VERSION})",
             "upgrade lcs",
         )
+    try:
+        check_model_name(metadata["model"]["name"])
+    except LcsError as error:
+        raise _refuse(source, "model.name", f"names no model this lcs can build ({error.message})") from None
     arguments = metadata["model"]["arguments"]
     classes, channels = arguments["num_classes"], arguments["in_channels"]
     if len(metadata["classes"]) != classes:

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from lcs_train import distributed
 from lcs_train.data import (
@@ -38,13 +39,13 @@ from lcs_train.data import (
 from lcs_train.distributed import Distributed
 from lcs_train.errors import LcsError
 from lcs_train.methods import METHODS, CompressionMethod, method_from_name
-from lcs_train.models import MODELS
+from lcs_train.init_weights import check_init_path, load_init, read_state_dict
+from lcs_train.models import build_model, check_model_name
 from lcs_train.precision import autocast, check_precision, grad_scaler, load_scaler_state, scaler_state
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
     at_alpha,
-    build_subspace,
     check_alpha,
     line_cosine_squared,
     mark_fixed_alpha,
@@ -52,12 +53,13 @@ from lcs_train.subspace import (
     set_schedule,
 )
 from lcs_train.shapes import SHAPES
+from lcs_train.transform import to_subspace
 
 #: Settings that must match for ``--resume`` (the rest, like epochs, may be extended).
 RESUME_KEYS = (
     "model", "method", "shape", "dataset", "data_dir", "batch_size", "lr", "momentum",
     "weight_decay", "warmup_epochs", "compression_warmup", "beta", "seed", "fixed_alpha",
-    "augment_shift", "max_alpha", "label_smoothing", "image_size", "precision",
+    "augment_shift", "max_alpha", "label_smoothing", "image_size", "precision", "init",
 )
 #: What a checkpoint written before a setting existed trained with.
 RESUME_DEFAULTS = {"image_size": None, "precision": "fp32"}
@@ -96,6 +98,10 @@ class TrainConfig:
     workers: int = 0
     precision: str = "fp32"
     channels_last: bool = False
+    #: the data's class count, if the user states it (checked against the data)
+    num_classes: int | None = None
+    #: a pretrained state_dict (safetensors, or .pth read with weights_only=True)
+    init: str | None = None
 
     def compression_method(self) -> CompressionMethod:
         """The method config, with ``max_alpha`` (if given) as its trained range."""
@@ -155,8 +161,9 @@ def validate_config(config: TrainConfig) -> None:
     Every option of ``lcs-train`` is checked here (names, ranges, finiteness), so that a bad
     one is one clear line naming the option, never a crash in the middle of a run.
     """
+    check_model_name(config.model)
     for name, label, known in (
-        ("model", "model", MODELS), ("method", "compression method", METHODS),
+        ("method", "compression method", METHODS),
         ("shape", "subspace shape", SHAPES), ("dataset", "dataset", DATASETS),
     ):
         value = getattr(config, name)
@@ -199,6 +206,12 @@ def validate_config(config: TrainConfig) -> None:
     ):
         raise LcsError(f"--threads {config.threads!r} is not allowed",
                        f"give a whole number in [1, {MAX_THREADS}] (this machine has {os.cpu_count()} CPUs), or leave it out")
+    if config.num_classes is not None and (
+        isinstance(config.num_classes, bool) or not isinstance(config.num_classes, int) or config.num_classes < 2
+    ):
+        raise LcsError(f"--num-classes {config.num_classes!r} is not allowed", "give a whole number of at least 2, or leave it out (it is read from the data)")
+    if config.init is not None:
+        check_init_path(config.init)
     check_precision(config.precision, resolve_device(distributed.device_for(distributed.from_environment(), config.device)))
     method = config.compression_method()
     if config.fixed_alpha is not None:
@@ -214,6 +227,24 @@ class EpochRecord:
     lr: float
     seconds: float
     accuracy: dict[str, float] = field(default_factory=dict)
+
+
+def check_model_runs(model: nn.Module, method: CompressionMethod, name: str, input_shape: list[int]) -> None:
+    """Refuse, before training, a network that cannot run on the data's images, or whose
+    channels a structured method cannot narrow (the channel plan says which layer and why)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), at_alpha(model, 0.0):
+            model(torch.zeros(1, *input_shape))
+    except (RuntimeError, ValueError, IndexError) as error:
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        raise LcsError(f"{name} cannot run on {'x'.join(map(str, input_shape))} images ({reason})",
+                       "use another --model, or data with larger images") from None
+    finally:
+        model.train(was_training)
+    if method.narrows_channels:
+        derive_channel_plan(model, input_shape)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -315,10 +346,16 @@ class Trainer:
         self._check_dataset_fits()
         distributed.check_same_everywhere(self.layout, self._data_fingerprint(), "data", self.device)
         torch.manual_seed(config.seed)
-        self.model = build_subspace(
-            config.model, self.method, self.shape,
-            in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes),
-        ).to(self.device)
+        plain = build_model(config.model, norm=self.method.norm,
+                            in_channels=self.dataset.input_shape[0], num_classes=len(self.dataset.classes))
+        #: what --init adapted (a classifier of another class count, a 3-channel stem)
+        self.init_notes: list[str] = []
+        if config.init is not None and not resume:
+            # A resumed run's weights come from its checkpoint; the init is only checked equal.
+            self.init_notes = load_init(plain, read_state_dict(config.init), config.init, config.model)
+        self.model = to_subspace(plain, self.method, self.shape)
+        check_model_runs(self.model, self.method, config.model, self.dataset.input_shape)
+        self.model.to(self.device)
         if config.channels_last:
             # Same values, NHWC strides: the layout tensor cores' convolution kernels prefer.
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -350,8 +387,14 @@ class Trainer:
                 "mean": [round(m, 6) for m in self.dataset.mean], "std": [round(v, 6) for v in self.dataset.std]}
 
     def _check_dataset_fits(self) -> None:
-        """Settings that depend on the data: the shift must leave part of an image, and both
-        splits must hold images (an empty held-out split would report 0 % as a result)."""
+        """Settings that depend on the data: the class count, the shift must leave part of an
+        image, and both splits must hold images (an empty held-out split would report 0 %)."""
+        classes = len(self.dataset.classes)
+        if self.config.num_classes is not None and self.config.num_classes != classes:
+            raise LcsError(
+                f"--num-classes {self.config.num_classes} disagrees with {self.dataset.name}, which has {classes} classes",
+                f"give --num-classes {classes}, or leave it out (it is read from the data)",
+            )
         _, height, width = self.dataset.input_shape
         if self.config.augment_shift >= min(height, width):
             raise LcsError(

@@ -1,5 +1,12 @@
 """Model builders, looked up by name: ordinary torch networks (torchvision style), turned into
-subspaces by ``lcs_train.transform.to_subspace``."""
+subspaces by ``lcs_train.transform.to_subspace``.
+
+Built in: ``cpreresnet20`` (the paper's CIFAR network), ``cpreresnet11`` (a small sibling),
+``cresnet18`` and ``cvgg19`` (the paper's ResNet18 and VGG19 with CIFAR stems); they take
+their norm layers from the method. ``torchvision:NAME`` is any torchvision classification
+model (``lcs_train.models.torchvision_models``), built with its own BatchNorm layers, which
+``to_subspace`` turns into the method's norm.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,34 @@ from typing import Any, Callable
 from torch import nn
 
 from lcs_train.errors import LcsError
+from lcs_train.models.cifar_resnet import cresnet18
+from lcs_train.models.cifar_vgg import cvgg19
 from lcs_train.models.cpreresnet import cpreresnet11, cpreresnet20, group_norm, instance_norm
+from lcs_train.models.torchvision_models import PREFIX as TORCHVISION_PREFIX
+from lcs_train.models.torchvision_models import build_torchvision, check_torchvision_name
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"cpreresnet20": cpreresnet20, "cpreresnet11": cpreresnet11}
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "cpreresnet20": cpreresnet20, "cpreresnet11": cpreresnet11, "cresnet18": cresnet18, "cvgg19": cvgg19,
+}
 
 #: The norm layer each normalisation kind of a method builds (``CompressionMethod.norm``).
 NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {"group": group_norm, "instance": instance_norm}
 
 
+def check_model_name(name: str) -> str:
+    """Refuse a model name that is neither built in nor a torchvision classification model."""
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
+        check_torchvision_name(name)
+    elif name not in MODELS:
+        raise LcsError(f"unknown model {name!r}",
+                       f"use one of: {', '.join(sorted(MODELS))}, or torchvision:NAME (e.g. torchvision:resnet18)")
+    return name
+
+
 def build_model(name: str, norm: str = "group", **arguments: Any) -> nn.Module:
-    """Build the plain network ``name`` with ``norm`` layers and its keyword ``arguments``."""
-    if name not in MODELS:
-        raise LcsError(f"unknown model {name!r}", f"use one of: {', '.join(sorted(MODELS))}")
+    """Build the plain network ``name`` with its keyword ``arguments`` (``in_channels``,
+    ``num_classes``); built-in models get ``norm`` layers, torchvision's keep BatchNorm."""
+    check_model_name(name)
+    if name.startswith(TORCHVISION_PREFIX):
+        return build_torchvision(name, int(arguments["in_channels"]), int(arguments["num_classes"]))
     return MODELS[name](norm_layer=NORM_LAYERS[norm], **arguments)
