@@ -7,7 +7,7 @@ tensor, how many leading channels anyone still reads. The model is traced with `
 (compressible layers as leaves) and shapes are propagated from an example input; then:
 
 - tensors joined by per-channel operations (InstanceNorm, depthwise convs, activations,
-  pooling, dropout and stochastic depth, elementwise adds and multiplies whose operands have
+  pooling and spatial means, dropout and stochastic depth, elementwise adds and multiplies whose operands have
   the same channels, including a squeeze-excitation scale [N, C, 1, 1] broadcast over its
   input [N, C, H, W], a flatten or spatial mean that leaves one value per channel) form one
   *channel group*: they are narrowed together, since output channel ``i`` of such an
@@ -313,12 +313,23 @@ def _per_channel(node: fx.Node, layers: dict[str, nn.Module], inputs: list[fx.No
     if target in ELEMENTWISE:
         return same
     if target in COLLAPSING:
-        # One value per channel before and after: [N, C, 1, 1] -> [N, C] keeps channels.
         (source,) = inputs
         before = tuple(source.meta["tensor_meta"].shape)
+        if target in (torch.mean, "mean") and _spatial_mean(node, len(before)):
+            return before[:2] == tuple(shape[:2])
+        # One value per channel before and after: [N, C, 1, 1] -> [N, C] keeps channels.
         return len(before) >= 2 and len(shape) >= 2 and before[:2] == tuple(shape[:2]) and all(
             d == 1 for d in list(before[2:]) + list(shape[2:]))
     return False
+
+
+def _spatial_mean(node: fx.Node, rank: int) -> bool:
+    """True for a mean over spatial axes only (``x.mean([2, 3])``): one value per channel."""
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None:
+        return False
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return bool(dims) and all(isinstance(d, int) and d % rank >= 2 for d in dims)
 
 
 def _is_depthwise(layer: CompressibleWeighted) -> bool:
