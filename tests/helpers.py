@@ -154,23 +154,25 @@ def random_subspace(output: Path, method: str, shape: str, seed: int = 0, **over
 
 
 def digits_rgb(count: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real held-out MNIST digits, padded to 32 px, resized to ``size`` and repeated to RGB
-    (torchvision networks' own three-channel stems)."""
+    """``count`` real held-out MNIST digits in a seeded random order (the split is stored
+    class by class), padded to 32 px, resized to ``size`` and repeated to RGB (torchvision
+    networks' own three-channel stems)."""
     import torch.nn.functional as F
 
     from lcs_train.data import load_dataset
 
     images, labels = load_dataset("mnist").held_out()
-    images = F.pad(images[:count], (2, 2, 2, 2))
+    rows = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:count]
+    images, labels = F.pad(images[rows], (2, 2, 2, 2)), labels[rows]
     if size != 32:
         images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    return images.expand(-1, 3, -1, -1).contiguous(), labels[:count]
+    return images.expand(-1, 3, -1, -1).contiguous(), labels
 
 
 def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, alphas: list[float],
                 steps: int = 6, batch: int = 16, lr: float = 0.02) -> list[float]:
     """A few SGD steps, each over the given alphas (the subspace's own training objective),
-    alternating between the first two batches; returns each step's mean loss."""
+    cycling through the batches of ``images``; returns each step's mean loss."""
     import torch.nn.functional as F
 
     from lcs_train.subspace import line_cosine_squared, set_alpha
@@ -178,8 +180,9 @@ def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, al
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
     model.train()
     losses = []
+    batches = max(1, len(images) // batch)
     for step in range(steps):
-        rows = slice(batch * (step % 2), batch * (step % 2 + 1))
+        rows = slice(batch * (step % batches), batch * (step % batches + 1))
         optimizer.zero_grad()
         loss = torch.zeros(())
         for alpha in alphas:
