@@ -6,9 +6,11 @@ Under structured sparsity every compressed layer masks its output to its first
 tensor, how many leading channels anyone still reads. The model is traced with ``torch.fx``
 (compressible layers as leaves) and shapes are propagated from an example input; then:
 
-- tensors joined by per-channel operations (InstanceNorm, activations, pooling, residual
-  adds of equal shapes, dropout, a flatten or spatial mean that leaves one value per channel)
-  form one *channel group*: they are narrowed together, since output channel ``i`` of such an
+- tensors joined by per-channel operations (InstanceNorm, depthwise convs, activations,
+  pooling and spatial means, dropout and stochastic depth, elementwise adds and multiplies whose operands have
+  the same channels, including a squeeze-excitation scale [N, C, 1, 1] broadcast over its
+  input [N, C, H, W], a flatten or spatial mean that leaves one value per channel) form one
+  *channel group*: they are narrowed together, since output channel ``i`` of such an
   operation depends only on input channel ``i``;
 - a group's width is the most any reader needs: a conv or linear layer (or any other
   channel-mixing operation) reads every channel that can be non-zero, which is the most
@@ -17,7 +19,7 @@ tensor, how many leading channels anyone still reads. The model is traced with `
 
 Every layer then writes its output group's width and reads its input group's width. A
 compressed layer whose output reaches an operation lcs cannot see through (a concatenation, a
-reshape that mixes channels, a grouped conv) would not get narrower; such a model is refused
+reshape that mixes channels, a grouped conv that is not depthwise) would not get narrower; such a model is refused
 with a message naming the layer and the operation.
 """
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
+from torchvision.ops import StochasticDepth
 
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleNorm, CompressibleWeighted
@@ -38,8 +41,12 @@ from lcs_train.layers import CompressibleConv2d, CompressibleLayer, Compressible
 PER_CHANNEL_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
     nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool2d, StochasticDepth,
 )
+#: Per-channel operations that map 0 to a non-zero value: every channel of their output can be
+#: non-zero, whatever their input keeps.
+NONZERO_AT_ZERO_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
+NONZERO_AT_ZERO_FUNCTIONS = {torch.sigmoid, torch.nn.functional.hardsigmoid, "sigmoid"}
 #: Functions (and tensor methods, by name) of the same kind.
 PER_CHANNEL_FUNCTIONS = {
     torch.relu, torch.nn.functional.relu, torch.nn.functional.relu6, torch.nn.functional.gelu,
@@ -51,15 +58,37 @@ PER_CHANNEL_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone"
 #: Elementwise binary operations: per-channel when both operands have the output's shape.
 ELEMENTWISE = {operator.add, operator.iadd, operator.mul, operator.imul, operator.sub, torch.add, torch.mul,
                "add", "add_", "mul", "mul_", "sub"}
+#: Elementwise products: zero wherever any operand is zero.
+PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 #: Flatten / mean: per-channel only when each channel holds a single value (checked on shapes).
 COLLAPSING = {torch.flatten, torch.mean, "flatten", "mean", "view", "reshape", "squeeze"}
 
 
 class _LeafTracer(fx.Tracer):
-    """Treats compressible layers as single operations (their insides are the method's)."""
+    """Treats compressible layers as single operations (their insides are the method's), and
+    stochastic depth too (its random mask depends on the module's training flag)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, CompressibleLayer) or super().is_leaf_module(module, qualified_name)
+        return isinstance(module, (CompressibleLayer, StochasticDepth)) or super().is_leaf_module(
+            module, qualified_name)
+
+
+class _NamedRun(fx.Interpreter):
+    """Runs the traced graph; a failure names the operation and the input size."""
+
+    def __init__(self, module: fx.GraphModule, input_shape: list[int]) -> None:
+        super().__init__(module)
+        self.input_shape = input_shape
+
+    def run_node(self, n: fx.Node) -> object:
+        try:
+            return super().run_node(n)
+        except Exception as error:  # any op can fail on a too-small input, each with its own type
+            cause = str(error.__cause__ or error).strip().splitlines()[0]
+            raise LcsError(
+                f"a {self.input_shape} input cannot run through {_target_name(n)} ({n.name}): {cause}",
+                "give a larger input size (InstanceNorm needs more than one spatial value per channel)",
+            ) from None
 
 
 @dataclass
@@ -75,9 +104,10 @@ class ChannelPlan:
     evaluates how many channels each keeps at one alpha.
 
     ``steps`` replays the graph's channel arithmetic in order: how many leading channels of
-    each tensor can be non-zero (all for an input or an opaque operation, a masked layer's
-    kept channels, a norm's kept channels of what it reads, the most of a per-channel
-    operation's inputs).
+    each tensor can be non-zero (all for an input, an opaque operation or a per-channel one
+    that maps 0 elsewhere, such as a sigmoid; a masked layer's kept channels, its kept channels
+    of what it reads for a bias-free depthwise conv; the most of a per-channel operation's
+    inputs, the fewest for a product).
     """
 
     model: nn.Module
@@ -95,7 +125,9 @@ class ChannelPlan:
                 nonzero[node] = channels
             elif rule == "same":
                 nonzero[node] = max(nonzero[name] for name in inputs)
-            else:  # a layer: its kept channels, and a per-channel norm no more than it reads
+            elif rule == "product":
+                nonzero[node] = min(nonzero[name] for name in inputs)
+            else:  # a layer: its kept channels, and a bias-free depthwise conv no more than it reads
                 kept = _kept(layers[rule], channels, alpha)
                 nonzero[node] = min(kept, nonzero[inputs[0]]) if inputs else kept
         width = [
@@ -136,6 +168,8 @@ def derive_channel_plan(model: nn.Module, input_shape: Sequence[int]) -> Channel
     model.eval()
     try:
         with torch.no_grad():
+            # ShapeProp prints a traceback of its own on failure: run once to name the failing op.
+            _NamedRun(module, list(input_shape)[-3:]).run(example)
             ShapeProp(module).propagate(example)
     finally:
         model.train(was_training)
@@ -194,7 +228,13 @@ def derive_channel_plan(model: nn.Module, input_shape: Sequence[int]) -> Channel
                         "train structured subspaces with the method's default InstanceNorm",
                     )
                 join(node, [source])
-                steps.append((node.name, node.target, [source.name], _channels(node)))
+                # Its shift makes every kept channel non-zero, even where the input is zero.
+                steps.append((node.name, node.target, [], _channels(node)))
+            elif _is_depthwise(layer):
+                # Channel i of a depthwise conv reads only input channel i: one group.
+                join(node, [source])
+                reads_through = [source.name] if layer.bias is None else []
+                steps.append((node.name, node.target, reads_through, _channels(node)))
             else:
                 _check_plain_grouping(node.target, layer)
                 read(source)
@@ -205,7 +245,7 @@ def derive_channel_plan(model: nn.Module, input_shape: Sequence[int]) -> Channel
             layer_nodes[node.target] = (source.name, node.name)
         elif _per_channel(node, layers, tensor_inputs):
             join(node, tensor_inputs)
-            steps.append((node.name, "same", [n.name for n in tensor_inputs], _channels(node)))
+            steps.append((node.name, _nonzero_rule(node, layers), [n.name for n in tensor_inputs], _channels(node)))
         else:
             for value in tensor_inputs:
                 masked = masked_in.get(find(group_of[value.name]))
@@ -237,12 +277,34 @@ def _is_tensor(node: fx.Node) -> bool:
     return meta is not None and hasattr(meta, "shape")
 
 
+def _nonzero_rule(node: fx.Node, layers: dict[str, nn.Module]) -> str:
+    """How a per-channel operation's non-zero channels follow from its inputs' (``ChannelPlan.steps``)."""
+    target = layers[node.target] if node.op == "call_module" else node.target
+    if isinstance(target, NONZERO_AT_ZERO_MODULES) or (
+            not isinstance(target, nn.Module) and target in NONZERO_AT_ZERO_FUNCTIONS):
+        return "full"
+    if node.op == "call_module":
+        return "same"
+    if target in PRODUCTS:
+        return "product"  # a constant factor keeps zeros zero
+    if target in ELEMENTWISE and len(node.all_input_nodes) < len(node.args):
+        return "full"  # adding a constant makes zero channels non-zero
+    return "same"
+
+
+def _broadcasts_per_channel(source: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """True when ``source`` broadcasts to ``shape`` without spreading one channel over many:
+    same rank, same channels, every other size equal or 1 (a squeeze-excitation scale)."""
+    return len(source) == len(shape) >= 2 and source[1] == shape[1] and all(
+        a in (b, 1) for index, (a, b) in enumerate(zip(source, shape)) if index != 1)
+
+
 def _per_channel(node: fx.Node, layers: dict[str, nn.Module], inputs: list[fx.Node]) -> bool:
     """True when output channel i of ``node`` depends only on channel i of its tensor inputs."""
     if not inputs:
         return False
     shape = node.meta["tensor_meta"].shape
-    same = all(tuple(n.meta["tensor_meta"].shape) == tuple(shape) for n in inputs)
+    same = all(_broadcasts_per_channel(tuple(n.meta["tensor_meta"].shape), tuple(shape)) for n in inputs)
     if node.op == "call_module":
         return type(layers[node.target]) in PER_CHANNEL_MODULES and len(inputs) == 1
     target = node.target if node.op == "call_function" else _target_name(node)
@@ -251,17 +313,34 @@ def _per_channel(node: fx.Node, layers: dict[str, nn.Module], inputs: list[fx.No
     if target in ELEMENTWISE:
         return same
     if target in COLLAPSING:
-        # One value per channel before and after: [N, C, 1, 1] -> [N, C] keeps channels.
         (source,) = inputs
         before = tuple(source.meta["tensor_meta"].shape)
+        if target in (torch.mean, "mean") and _spatial_mean(node, len(before)):
+            return before[:2] == tuple(shape[:2])
+        # One value per channel before and after: [N, C, 1, 1] -> [N, C] keeps channels.
         return len(before) >= 2 and len(shape) >= 2 and before[:2] == tuple(shape[:2]) and all(
             d == 1 for d in list(before[2:]) + list(shape[2:]))
     return False
 
 
+def _spatial_mean(node: fx.Node, rank: int) -> bool:
+    """True for a mean over spatial axes only (``x.mean([2, 3])``): one value per channel."""
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if dims is None:
+        return False
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return bool(dims) and all(isinstance(d, int) and d % rank >= 2 for d in dims)
+
+
+def _is_depthwise(layer: CompressibleWeighted) -> bool:
+    """One filter per channel (groups == in == out channels): narrowed with its input."""
+    return isinstance(layer, CompressibleConv2d) and layer.groups == layer.in_channels == layer.out_channels > 1
+
+
 def _check_plain_grouping(name: str, layer: CompressibleWeighted) -> None:
     if isinstance(layer, CompressibleConv2d) and layer.groups != 1:
         raise LcsError(
-            f"layer {name} is a grouped conv (groups={layer.groups}); lcs cannot yet narrow its channels",
+            f"layer {name} is a grouped conv (groups={layer.groups}, {layer.in_channels} -> {layer.out_channels} "
+            "channels) that is not depthwise; lcs cannot yet narrow its channels",
             "use unstructured or quantized compression for this model, or leave the layer out with filter_fn",
         )

@@ -166,8 +166,11 @@ class CompressibleConv2d(CompressibleWeighted):
 
     def plain(self, weight: Tensor, bias: Tensor | None) -> nn.Conv2d:
         out_channels, in_per_group = weight.shape[:2]
-        conv = nn.Conv2d(in_per_group * self.groups, out_channels, self.kernel_size, self.stride, self.padding,
-                         self.dilation, self.groups, bias is not None, self.padding_mode)
+        # A narrowed depthwise conv keeps one group per kept channel.
+        depthwise = self.groups == self.in_channels == self.out_channels
+        groups = out_channels if depthwise else self.groups
+        conv = nn.Conv2d(in_per_group * groups, out_channels, self.kernel_size, self.stride, self.padding,
+                         self.dilation, groups, bias is not None, self.padding_mode)
         conv.weight = constant_parameter(weight)
         if bias is not None:
             conv.bias = constant_parameter(bias)

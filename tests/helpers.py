@@ -148,3 +148,66 @@ def random_subspace(output: Path, method: str, shape: str, seed: int = 0, **over
     fit_readout(trainer.model, trainer.train_images, trainer.dataset.train_labels, len(trainer.dataset.classes))
     trainer.save(0)
     return output
+
+
+# --- torchvision networks as subspaces (tests/test_to_subspace.py, tests/test_torchvision_models.py) ---
+
+
+def digits_rgb(count: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` real held-out MNIST digits in a seeded random order (the split is stored
+    class by class), padded to 32 px, resized to ``size`` and repeated to RGB (torchvision
+    networks' own three-channel stems)."""
+    import torch.nn.functional as F
+
+    from lcs_train.data import load_dataset
+
+    images, labels = load_dataset("mnist").held_out()
+    rows = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))[:count]
+    images, labels = F.pad(images[rows], (2, 2, 2, 2)), labels[rows]
+    if size != 32:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
+    return images.expand(-1, 3, -1, -1).contiguous(), labels
+
+
+def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, alphas: list[float],
+                steps: int = 6, batch: int = 16, lr: float = 0.02) -> list[float]:
+    """A few SGD steps, each over the given alphas (the subspace's own training objective),
+    cycling through the batches of ``images``; returns each step's mean loss."""
+    import torch.nn.functional as F
+
+    from lcs_train.subspace import line_cosine_squared, set_alpha
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    model.train()
+    losses = []
+    batches = max(1, len(images) // batch)
+    for step in range(steps):
+        rows = slice(batch * (step % batches), batch * (step % batches + 1))
+        optimizer.zero_grad()
+        loss = torch.zeros(())
+        for alpha in alphas:
+            set_alpha(model, alpha)
+            loss = loss + F.cross_entropy(model(images[rows]), labels[rows])
+        (loss / len(alphas) + line_cosine_squared(model)).backward()
+        optimizer.step()
+        losses.append(float(loss.detach()) / len(alphas))
+    model.eval()
+    return losses
+
+
+def artifact_parity(target, directory: Path, artifact, model: nn.Module, images: torch.Tensor,
+                    labels: torch.Tensor, compression: dict):
+    """The project's parity reports (``lcs_export.parity.compare``, default tolerances) of one
+    exported artifact against the subspace in PyTorch, one per alpha the artifact serves."""
+    from lcs_export.parity import Tolerances, compare, parity_regime, reference_logits, run_batched
+
+    entry = {"path": artifact.path, "kind": artifact.kind, "alphas": artifact.alphas, "details": artifact.details}
+    runner = target.load(directory, entry)
+    reports = []
+    for alpha in artifact.alphas:
+        got = run_batched(runner.run, images.numpy(), alpha)
+        expected = reference_logits(model, images.numpy(), alpha)
+        reports.append(compare(got, expected, labels.numpy(), artifact=artifact.path, kind=artifact.kind, alpha=alpha,
+                               reference_alpha=alpha, regime=parity_regime(compression, artifact.details),
+                               tolerances=Tolerances()))
+    return reports

@@ -8,20 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lcs_train import Line, Point, Quantized, Structured, Unstructured, at_alpha, set_alpha, to_subspace
+from lcs_train import Line, Point, Quantized, Structured, Unstructured, at_alpha, to_subspace
 from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.cost import level_cost
-from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d, CompressibleLinear, CompressibleNorm
 from lcs_train.materialize import materialize, materialize_level
-from lcs_train.subspace import line_cosine_squared, model_method
+from lcs_train.subspace import model_method
 from targets import get_target
 from targets.inputs import Level
+from helpers import digits_rgb, train_steps
 
 
 @pytest.mark.parametrize("settings", [
@@ -75,39 +74,13 @@ def test_converted_network_at_alpha_zero_computes_the_original() -> None:
         assert torch.allclose(subspace(x), expected, atol=1e-4)
 
 
-def digits_at_32px(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real held-out MNIST digits, padded to 32 px and repeated to RGB (resnet18's own stem)."""
-    images, labels = load_dataset("mnist").held_out()
-    images = F.pad(images[:count], (2, 2, 2, 2)).expand(-1, 3, -1, -1).contiguous()
-    return images, labels[:count]
-
-
-def train_steps(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, alphas: list[float]) -> list[float]:
-    """A few SGD steps, each over the given alphas (the subspace's own training objective)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
-    model.train()
-    losses = []
-    for step in range(6):
-        batch = slice(16 * (step % 2), 16 * (step % 2 + 1))
-        optimizer.zero_grad()
-        loss = torch.zeros(())
-        for alpha in alphas:
-            set_alpha(model, alpha)
-            loss = loss + F.cross_entropy(model(images[batch]), labels[batch])
-        (loss / len(alphas) + line_cosine_squared(model)).backward()
-        optimizer.step()
-        losses.append(float(loss.detach()) / len(alphas))
-    model.eval()
-    return losses
-
-
 @pytest.mark.parametrize("method, levels", [(Unstructured(), [0.0, 0.9]), (Quantized(), [0.0, 0.6])])
 def test_torchvision_resnet18_trains_and_exports_to_onnx_with_parity(method, levels, tmp_path: Path) -> None:
     torch.manual_seed(0)
     torch.set_num_threads(2)
-    images, labels = digits_at_32px(96)
+    images, labels = digits_rgb(96)
     model = to_subspace(torchvision.models.resnet18(num_classes=10), method, Line())
-    losses = train_steps(model, images, labels, [0.0, levels[-1]])
+    losses = train_steps(model, images[:16], labels[:16], [0.0, levels[-1]], steps=4, lr=0.005)
     assert losses[-2:] < losses[:2] or min(losses[-2:]) < min(losses[:2])  # the loss falls
     held_out = images[64:]
     target = get_target("onnx")
