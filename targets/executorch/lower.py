@@ -69,7 +69,7 @@ class LoweredProgram:
 
     @property
     def fully_delegated(self) -> bool:
-        """True when every method runs entirely inside XNNPACK."""
+        """True when every method runs entirely inside the delegate."""
         return not any(self.portable_ops.values())
 
 
@@ -85,14 +85,14 @@ def export_program(module: nn.Module, example: tuple[Tensor, ...], max_batch: in
     return program.run_decompositions(SORT_AS_TOPK)
 
 
-def lower(programs: Mapping[str, torch.export.ExportedProgram]) -> LoweredProgram:
+def lower(programs: Mapping[str, torch.export.ExportedProgram], delegate: bool = True) -> LoweredProgram:
     """One ``.pte`` holding every program of ``programs`` as a method of that name,
-    XNNPACK-delegated where it can be."""
+    XNNPACK-delegated where it can be (``delegate``), else on the portable kernels alone."""
     with quiet_executorch_import():
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
-    edge = to_edge_transform_and_lower(dict(programs), partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(dict(programs), partitioner=[XnnpackPartitioner()] if delegate else None)
     shape_passes = {name: declared_ranges(program) for name, program in programs.items()}
     executorch_program = edge.to_executorch(ExecutorchBackendConfig(sym_shape_eval_pass=shape_passes))
     portable, delegated = {}, {}
