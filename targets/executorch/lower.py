@@ -136,5 +136,9 @@ def declared_ranges(program: torch.export.ExportedProgram) -> Any:
 
 
 def _op_name(target: Any) -> str:
-    """``aten.convolution.out`` for an op overload, the function's name for a Python callable."""
-    return str(target) if hasattr(target, "_schema") else getattr(target, "__name__", str(target))
+    """An operator as the runtime's registry spells it (``aten::convolution.out``), from its
+    schema; a Python callable (memory planning, views) by its function name."""
+    schema = getattr(target, "_schema", None)
+    if schema is not None:
+        return f"{schema.name}.{schema.overload_name}" if schema.overload_name else schema.name
+    return getattr(target, "__name__", str(target))

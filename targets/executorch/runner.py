@@ -1,8 +1,7 @@
 """Running a saved ``.pte`` through ``executorch.runtime``, as an app on a device would.
 
 The runtime reports a failed load as a bare error code ("error: 0x:20"); the reason (a
-missing kernel, an unregistered backend, a bad file header) goes to its C++ log on file
-descriptor 2. Loads are therefore run with that descriptor captured, and a failure becomes
+missing kernel, an unregistered backend, a bad file header) goes to its log. Loads are therefore run with that descriptor captured, and a failure becomes
 one ``LcsError`` quoting the runtime's own reason. The capture also keeps the runtime's
 start-up chatter (CPU probing) out of the terminal.
 """
@@ -10,6 +9,7 @@ start-up chatter (CPU probing) out of the terminal.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import sys
@@ -36,21 +36,24 @@ REEXPORT = "export it again with lcs-export executorch (the file may be truncate
 
 @contextlib.contextmanager
 def runtime_log() -> Iterator[list[str]]:
-    """Capture what the runtime writes to file descriptor 2 while the block runs; the list
-    it yields holds those lines once the block has ended."""
+    """Capture what the runtime logs while the block runs; the list it yields holds those
+    lines once the block has ended. The log reaches both Python's ``sys.stderr`` (where the
+    bindings print it when that is not file descriptor 2, as under pytest) and descriptor 2."""
     lines: list[str] = []
     sys.stderr.flush()
     saved = os.dup(2)
+    printed = io.StringIO()
     try:
         with tempfile.TemporaryFile() as log:
             os.dup2(log.fileno(), 2)
             try:
-                yield lines
+                with contextlib.redirect_stderr(printed):
+                    yield lines
             finally:
-                sys.stderr.flush()
                 os.dup2(saved, 2)
                 log.seek(0)
                 lines.extend(log.read().decode("utf-8", "replace").splitlines())
+                lines.extend(printed.getvalue().splitlines())
     finally:
         os.close(saved)
 

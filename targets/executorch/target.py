@@ -142,7 +142,7 @@ def _checked(lowered: LoweredProgram, what: str, fix: str) -> LoweredProgram:
 
     available = Runtime.get().operator_registry.operator_names
     for method, ops in lowered.portable_ops.items():
-        missing = [op for op in (_registry_name(op) for op in ops) if op not in available]
+        missing = [op for op in ops if op not in available]
         if missing:
             raise LcsError(f"the {what} program's method {method!r} needs {', '.join(missing)}, which ExecuTorch's "
                            "portable kernels lack, so no ExecuTorch runtime built from them can run it",
@@ -151,12 +151,6 @@ def _checked(lowered: LoweredProgram, what: str, fix: str) -> LoweredProgram:
 
 
 _LEVEL_FIX = "export this subspace's levels for another target (onnx, torchscript-lite, coreml)"
-
-
-def _registry_name(op: str) -> str:
-    """``aten.topk.values`` as the runtime's operator registry spells it: ``aten::topk.values``."""
-    namespace, _, rest = op.partition(".")
-    return f"{namespace}::{rest}"
 
 
 def _write(path: Path, lowered: LoweredProgram) -> Path:
