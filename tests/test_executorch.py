@@ -144,9 +144,9 @@ def test_a_pte_for_a_backend_this_host_lacks_says_which(quantized, tmp_path):
     from targets.executorch.runner import ExecuTorchRunner
 
     data = (quantized.directory / "level_alpha_1.0000.pte").read_bytes()
-    assert data.count(b"XnnpackBackend") == 1
+    assert data.count(b"XnnpackBackend") == quantized.manifest["artifacts"][0]["details"]["delegated_calls"]["forward"]
     foreign = tmp_path / "foreign.pte"
-    # Same length: the program now names a backend id this runtime has no implementation of.
+    # Same length: every delegate call now names a backend id this runtime has no implementation of.
     foreign.write_bytes(data.replace(b"XnnpackBackend", b"VulkanBackend\0"))
     runner = ExecuTorchRunner(foreign, alphas=[1.0])
     with pytest.raises(LcsError, match=r"backend VulkanBackend, which this host's runtime lacks \(it has: .*Xnnpack"):
