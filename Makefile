@@ -19,6 +19,12 @@ $(BIN)/.lcs-installed: pyproject.toml
 
 setup: $(BIN)/.lcs-installed
 
+# The test suite also checks the executorch target, an optional extra (large: torchao and
+# tokenizers come with it), so only `make test` installs it and `make demo` stays lean.
+$(BIN)/.lcs-test-installed: $(BIN)/.lcs-installed pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,executorch]'
+	touch $@
+
 WEB := sample_apps/web
 
 # The web app's npm packages (onnxruntime-web, ajv-dist, playwright-core), again whenever the
@@ -46,7 +52,7 @@ demo: setup $(WEB)/node_modules/.package-lock.json
 	@echo "The web sample app with the ONNX bundle (then open the printed URL):"
 	@echo "  $(BIN)/lcs-export app $(DEMO)/onnx --platform web -o $(DEMO)/web-app --force --serve"
 
-test: setup setup-apps
+test: $(BIN)/.lcs-test-installed setup-apps
 	$(BIN)/python -m pytest
 
 bench: setup

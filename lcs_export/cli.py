@@ -190,7 +190,7 @@ def _make_export_command(target_name: str, options: list[OptionSpec]) -> Any:
 
 
 #: How help texts name the built-in targets.
-DISPLAY_NAMES = {"onnx": "ONNX", "coreml": "Core ML", "torchscript-lite": "TorchScript Lite"}
+DISPLAY_NAMES = {"onnx": "ONNX", "coreml": "Core ML", "torchscript-lite": "TorchScript Lite", "executorch": "ExecuTorch"}
 
 
 def bundle_noun(target_name: str) -> str:
@@ -375,6 +375,18 @@ def app_command(
             server.server_close()
 
 
+def _make_unavailable_command(target_name: str) -> Any:
+    """The command of a target whose runtime is missing: whatever it is given, one line
+    saying which extra to install, exit 2."""
+
+    def command(context: typer.Context) -> None:
+        with _command_errors("--debug" in context.args):
+            raise LcsError(*targets.UNAVAILABLE[target_name])
+
+    command.__name__ = target_name.replace("-", "_")
+    return command
+
+
 def build_app() -> typer.Typer:
     """The Typer app, with one export command per target registered now."""
     app = typer.Typer(
@@ -384,6 +396,11 @@ def build_app() -> typer.Typer:
     for name in sorted(targets.TARGETS):
         command = _make_export_command(name, target_flags(targets.TARGETS[name]))
         app.command(name, help=command.__doc__)(command)
+    for name in sorted(set(targets.UNAVAILABLE) - set(targets.TARGETS)):
+        # Its runtime is not installed: the command exists and says how to install it.
+        app.command(name, help=f"(not installed) {targets.UNAVAILABLE[name][1]}",
+                    context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+            _make_unavailable_command(name))
     app.command("validate")(validate_command)
     app.command("inspect")(inspect_command)
     app.command("app")(app_command)

@@ -181,6 +181,7 @@ def validate_bundle(
     directory = Path(directory)
     with BundleLock(directory, exclusive=True) if lock else contextlib.nullcontext():
         manifest = read_manifest(directory)
+        get_target(manifest["target"]["name"])  # a target whose runtime is missing: refused before any work
         with verified_copy(directory, manifest) as (copy, integrity):
             if not all(item.ok for item in integrity):
                 return ValidationResult(integrity, [], manifest)

@@ -196,6 +196,8 @@ def artifact_path(directory: Path, relative: str) -> Path:
 
 
 TARGETS: dict[str, type[Target]] = {}
+#: Built-in targets whose runtime is not installed here: name -> (what is missing, the fix).
+UNAVAILABLE: dict[str, tuple[str, str]] = {}
 
 
 def register_target(cls: type[Target]) -> type[Target]:
@@ -220,6 +222,8 @@ def get_target(name: str) -> Target:
     """The target called ``name`` (importing the built-in ones on first use)."""
     import targets  # noqa: F401  (registers the built-in targets)
 
+    if name in UNAVAILABLE and name not in TARGETS:
+        raise LcsError(*UNAVAILABLE[name])
     if name not in TARGETS:
         raise LcsError(f"unknown target {name!r}", f"use one of: {', '.join(sorted(TARGETS))}")
     return TARGETS[name]()
