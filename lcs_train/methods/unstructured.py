@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from lcs_train.compression import magnitude_mask
+from lcs_train.compression import apply_magnitude_mask
 from lcs_train.methods.base import CompressionMethod
 
 
@@ -28,4 +28,4 @@ class Unstructured(CompressionMethod):
 
     def weight(self, layer: Any, weight: Tensor, alpha: Tensor) -> Tensor:
         # The warm-up ramp anneals the sparsity target from dense during training.
-        return weight * magnitude_mask(weight, alpha * layer.compression_ramp)
+        return apply_magnitude_mask(weight, alpha * layer.compression_ramp)
