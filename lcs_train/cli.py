@@ -264,7 +264,8 @@ def eval_command(
 def _comparison_table(compared: list[ComparedCheckpoint], unit: str) -> Table:
     table = Table(title=f"accuracy against measured {unit}, same held-out data")
     for column in ("checkpoint", "role", "alpha", f"{unit} (measured)", "top-1 %", "non-zero / params", "MFLOPs non-zero"):
-        table.add_column(column, justify="left" if column in ("checkpoint", "role") else "right")
+        # Folded, never cut to "…": the names and roles are what the table is read by.
+        table.add_column(column, justify="left" if column in ("checkpoint", "role") else "right", overflow="fold")
     for entry in compared:
         for level in entry.levels:
             table.add_row(entry.label, entry.role, f"{level.alpha:g}", f"{measured_x(level, unit):.3f}" if unit != "bits" else str(measured_x(level, unit)),

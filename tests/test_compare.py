@@ -79,7 +79,7 @@ def test_compare_matches_eval_and_writes_table_json_and_png(
     out = tmp_path / "compare"
     result = run_cli(capsys, "compare", str(subspace), str(baseline), "--alphas", "0,0.5,0.9", "--out", str(out))
     assert result.code == 0, result.stderr
-    assert "fixed-alpha baseline" in result.stdout and "sparsity (measured)" in result.stdout
+    assert "accuracy against measured sparsity, same held-out data" in result.stdout
     report = json.loads((out / "compare.json").read_text())
     assert report["x_unit"] == "sparsity"
     first, second = report["checkpoints"]
@@ -87,6 +87,9 @@ def test_compare_matches_eval_and_writes_table_json_and_png(
     assert [level["alpha"] for level in first["levels"]] == [0.0, 0.5, 0.9]
     assert [level["alpha"] for level in second["levels"]] == [FIXED_ALPHA]
     assert [round(level["x"], 2) for level in first["levels"]] == [0.0, 0.5, 0.9]
+    # The printed table holds the same accuracies as the JSON.
+    for level in first["levels"] + second["levels"]:
+        assert f"{100 * level['accuracy']:.2f}" in result.stdout
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The same figures as lcs-train eval, for the subspace and for the baseline.
     for path, levels in ((subspace, first["levels"]), (baseline, second["levels"])):
@@ -145,3 +148,20 @@ def test_a_universally_slimmable_baseline_distils_and_compares_by_width(
     entry = report["checkpoints"][1]
     assert entry["role"] == "universally slimmable baseline" and entry["fixed_alpha"] is None
     assert [round(level["x"], 2) for level in entry["levels"]] == [1.0, 0.5, 0.25]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--baseline", "slimmable", "--method", "structured"], "unknown baseline 'slimmable'"),
+        (["--baseline", "us"], "--baseline us applies to --method structured only (got unstructured)"),
+        (["--baseline", "us", "--method", "structured", "--fixed-alpha", "0.5"], "two different baselines"),
+    ],
+)
+def test_bad_baseline_options_are_refused_before_training(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], message: str,
+) -> None:
+    out = tmp_path / "run" / "baseline.safetensors"
+    result = run_cli(capsys, "--model", "cpreresnet11", "--dataset", "digits", *args, "--out", str(out))
+    assert_one_line_error(result, 2, message)
+    assert not out.parent.exists()
