@@ -34,6 +34,9 @@ from rich.table import Table  # noqa: E402
 
 from lcs_train import distributed  # noqa: E402
 from lcs_train.data import DIRECTORY_DATASETS  # noqa: E402
+from lcs_train.compare import (  # noqa: E402
+    ComparedCheckpoint, compare_checkpoints, comparison_report, measured_x, render_plot, write_comparison, x_unit,
+)
 from lcs_train.console import console, exit_quietly, reported_user_errors, run_app  # noqa: E402
 from lcs_train.errors import LcsError  # noqa: E402
 from lcs_train.evaluate import (  # noqa: E402
@@ -171,6 +174,9 @@ def train(
     label_smoothing: float = typer.Option(0.0, help="Label smoothing of the cross-entropy, in [0, 1)."),
     max_alpha: Optional[float] = typer.Option(None, help="Top of the trained alpha range, in (0, 1] (default: 0.95 for unstructured, 0.75 for structured)."),
     fixed_alpha: Optional[float] = typer.Option(None, help="Train an ordinary network at this one alpha instead: a baseline for eval, usable only at that alpha."),
+    baseline: Optional[str] = typer.Option(None, help="Train a family baseline instead of a subspace, for compare: "
+                                           "us (universally slimmable, --method structured: sandwich of widths with in-place "
+                                           "distillation, one weight set, InstanceNorm)."),
     seed: int = typer.Option(0, help="Random seed, in [0, 2^32 - 1]; runs are reproducible."),
     device: str = typer.Option("auto", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch, at least 1 (default: torch's choice)."),
@@ -193,7 +199,7 @@ def train(
         settings.update({k: v for k, v in given.items() if v is not None})
         config = TrainConfig(
             model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
-            label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha,
+            label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha, baseline=baseline,
             seed=seed, device=device, threads=threads, image_size=image_size, workers=workers,
             precision=precision, channels_last=channels_last, num_classes=num_classes, init=init, **settings,
         )
@@ -277,6 +283,42 @@ def eval_command(
     before = _mtimes(report, plot)
     with reported_user_errors(debug, on_interrupt=lambda: _evaluation_outcome(report, plot, before)):
         run_evaluation(checkpoint, parse_alphas(alphas) if alphas is not None else None, baseline, out, data_dir)
+
+
+def _comparison_table(compared: list[ComparedCheckpoint], unit: str) -> Table:
+    table = Table(title=f"accuracy against measured {unit}, same held-out data")
+    for column in ("checkpoint", "role", "alpha", f"{unit} (measured)", "top-1 %", "non-zero / params", "MFLOPs non-zero"):
+        # Folded, never cut to "…": the names and roles are what the table is read by.
+        table.add_column(column, justify="left" if column in ("checkpoint", "role") else "right", overflow="fold")
+    for entry in compared:
+        for level in entry.levels:
+            table.add_row(entry.label, entry.role, f"{level.alpha:g}", f"{measured_x(level, unit):.3f}" if unit != "bits" else str(measured_x(level, unit)),
+                          f"{100 * level.accuracy:.2f}", f"{level.nonzeros:,} / {level.parameters:,}", f"{level.nonzero_flops / 1e6:.2f}")
+    return table
+
+
+@app.command("compare")
+def compare_command(
+    checkpoints: Optional[list[Path]] = typer.Argument(None, help="The subspace checkpoint, then one or more baselines "
+                                                       "(--fixed-alpha checkpoints, or a family such as --baseline us)."),
+    alphas: Optional[str] = typer.Option(None, help="Alphas for the subspace and family baselines, e.g. 0,0.5,0.75,0.9 "
+                                         "(default: the method's grid); a fixed-alpha baseline is evaluated at its own alpha."),
+    out: Path = typer.Option(Path("runs/compare"), "--out", "-o", help="Directory for compare.json and compare.png."),
+    data_dir: Optional[str] = typer.Option(None, help="Data directory, if the checkpoints' dataset needs one and it moved."),
+    debug: bool = typer.Option(False, help="Show tracebacks for errors."),
+) -> None:
+    """Compare a subspace with its baselines on the same held-out data: accuracy against
+    measured compression (sparsity, width or bits) as a table, compare.json and compare.png."""
+    paths = list(checkpoints or [])
+    before = _mtimes(out / "compare.json", out / "compare.png")
+    with reported_user_errors(debug, on_interrupt=lambda: _evaluation_outcome(out / "compare.json", out / "compare.png", before)):
+        compared = compare_checkpoints(paths, parse_alphas(alphas) if alphas is not None else None, out, data_dir)
+        unit = x_unit(compared[0].method)[0]
+        console.print(_comparison_table(compared, unit))
+        report = comparison_report(compared)
+        plot = render_plot(compared, f"{paths[0].name} against {len(paths) - 1} baseline(s)")
+        report_path, plot_path = write_comparison(report, plot, out)
+        console.print(f"wrote [bold]{report_path}[/bold] and [bold]{plot_path}[/bold]")
 
 
 def main() -> None:

@@ -33,11 +33,17 @@ def magnitude_threshold(weight: Tensor, sparsity: Tensor) -> Tensor:
     """The |w| at or below which ``round(sparsity * numel)`` weights fall (the k smallest).
 
     Returns -1 when nothing is to be pruned, so ``|w| > threshold`` keeps every weight.
+    """
+    return _threshold_of_magnitudes(weight.detach().abs().flatten(), sparsity)
+
+
+def _threshold_of_magnitudes(magnitudes: Tensor, sparsity: Tensor) -> Tensor:
+    """``magnitude_threshold`` from the flat |w| (computed once by the caller).
+
     Eagerly a selection finds the k-th smallest |w| (a full sort costs a training step about
     4 % on CPU); while a graph is captured, a sort and a gather express the same value
     without data-dependent shapes.
     """
-    magnitudes = weight.detach().abs().flatten()
     count = magnitudes.numel()
     if not capturing_graph():
         k = int(pruned_count(sparsity, count))
@@ -53,13 +59,34 @@ def magnitude_threshold(weight: Tensor, sparsity: Tensor) -> Tensor:
     return padded.index_select(0, pruned_count(sparsity, count)).reshape(())
 
 
-def magnitude_mask(weight: Tensor, sparsity: Tensor) -> Tensor:
-    """Keep the largest |w| of a layer, zero the ``sparsity`` fraction with the smallest.
+def magnitude_keep(weight: Tensor, sparsity: Tensor) -> Tensor:
+    """True for the weights a ``sparsity`` top-k keeps (the largest |w|), as a bool tensor.
 
     Computed without gradient: pruned weights receive no task gradient (LCS, section 3).
     """
     with torch.no_grad():
-        return (weight.detach().abs() > magnitude_threshold(weight, sparsity)).to(weight.dtype)
+        magnitudes = weight.detach().abs()
+        return magnitudes > _threshold_of_magnitudes(magnitudes.flatten(), sparsity)
+
+
+def magnitude_mask(weight: Tensor, sparsity: Tensor) -> Tensor:
+    """Keep the largest |w| of a layer, zero the ``sparsity`` fraction with the smallest:
+    ``magnitude_keep`` as 1.0 / 0.0 in the weight's dtype."""
+    return magnitude_keep(weight, sparsity).to(weight.dtype)
+
+
+def apply_magnitude_mask(weight: Tensor, sparsity: Tensor) -> Tensor:
+    """``weight`` with the ``sparsity`` fraction of smallest |w| zeroed; the gradient flows
+    to the kept weights only.
+
+    Eagerly a ``where`` on the bool mask: one pass forward and backward, with no float copy
+    of the mask (on ResNet18's large layers the mask's conversion and multiply were a
+    visible part of a step). While a graph is captured, a multiply by the float mask: what
+    every exporter and runtime handles.
+    """
+    if capturing_graph():
+        return weight * magnitude_mask(weight, sparsity)
+    return torch.where(magnitude_keep(weight, sparsity), weight, 0.0)
 
 
 def kept_channels(channels: int, width: Tensor) -> Tensor:

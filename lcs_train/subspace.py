@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -122,19 +123,43 @@ def line_cosine_squared(model: nn.Module) -> Tensor:
 
     Zero for a point subspace. Penalising it pushes the ends apart (LCS+L, beta = 1).
     """
-    dot = norm_start = norm_end = None
+    pairs = []
     for layer in compressible_layers(model):
-        if not isinstance(layer, CompressibleWeighted):
-            continue
-        end = getattr(layer, "weight_end", None)
-        if end is None:
-            continue
-        start = layer.weight
-        terms = ((start * end).sum(), start.pow(2).sum(), end.pow(2).sum())
-        if dot is None:
-            dot, norm_start, norm_end = terms
-        else:
-            dot, norm_start, norm_end = dot + terms[0], norm_start + terms[1], norm_end + terms[2]
-    if dot is None:
+        end = getattr(layer, "weight_end", None) if isinstance(layer, CompressibleWeighted) else None
+        if end is not None:
+            pairs += [layer.weight, end]
+    if not pairs:
         return torch.zeros(())
-    return dot.pow(2) / (norm_start * norm_end + 1e-12)
+    return _CosineSquared.apply(*pairs)
+
+
+class _CosineSquared(torch.autograd.Function):
+    """c = D^2 / (A B + 1e-12) over pairs (s, e), with D = sum s.e, A = sum s.s, B = sum e.e.
+
+    The same value and gradient as writing it with autograd, in fewer passes over the
+    weights: dot products forward (no products stored), and per weight one scaled sum of
+    the pair backward. On ResNet18 the autograd form (products, squares and their
+    backward) cost more than the top-k masks.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, *weights: Tensor) -> Tensor:  # noqa: D102 (see the class)
+        flat = [w.detach().reshape(-1) for w in weights]
+        dot = sum(torch.dot(s, e) for s, e in zip(flat[0::2], flat[1::2]))
+        norm_start = sum(torch.dot(s, s) for s in flat[0::2])
+        norm_end = sum(torch.dot(e, e) for e in flat[1::2])
+        ctx.save_for_backward(dot, norm_start, norm_end, *weights)
+        return dot.pow(2) / (norm_start * norm_end + 1e-12)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
+        dot, norm_start, norm_end, *weights = ctx.saved_tensors
+        denominator = norm_start * norm_end + 1e-12
+        by_dot = grad * 2 * dot / denominator  # dc/dD
+        # dc/dA * 2 and dc/dB * 2 (A and B are sums of squares).
+        by_start = -grad * 2 * dot.pow(2) * norm_end / denominator.pow(2)
+        by_end = -grad * 2 * dot.pow(2) * norm_start / denominator.pow(2)
+        grads: list[Tensor] = []
+        for start, end in zip(weights[0::2], weights[1::2]):
+            grads += [end.mul(by_dot).addcmul_(start, by_start), start.mul(by_dot).addcmul_(end, by_end)]
+        return tuple(grads)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lcs_train.channel_plan import derive_channel_plan
+from lcs_train.baselines import check_baseline
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from lcs_train import distributed
 from lcs_train.data import (
@@ -59,7 +60,7 @@ from lcs_train.transform import to_subspace
 RESUME_KEYS = (
     "model", "method", "shape", "dataset", "data_dir", "batch_size", "lr", "momentum",
     "weight_decay", "warmup_epochs", "compression_warmup", "beta", "seed", "fixed_alpha",
-    "augment_shift", "max_alpha", "label_smoothing", "image_size", "precision", "init",
+    "augment_shift", "max_alpha", "label_smoothing", "image_size", "precision", "init", "baseline",
 )
 #: What a checkpoint written before a setting existed trained with.
 RESUME_DEFAULTS = {"image_size": None, "precision": "fp32"}
@@ -87,6 +88,8 @@ class TrainConfig:
     beta: float = 1.0
     seed: int = 0
     fixed_alpha: float | None = None
+    #: a family baseline trained instead of a subspace (``lcs_train.baselines``), or None
+    baseline: str | None = None
     augment_shift: int = 2
     label_smoothing: float = 0.0
     max_alpha: float | None = None
@@ -118,8 +121,8 @@ class TrainConfig:
         return method_from_name(self.method, **options)
 
     def subspace_shape(self) -> Point | Line:
-        """A fixed-alpha baseline is an ordinary network: one weight set."""
-        return Point() if self.fixed_alpha is not None else shape_from_name(self.shape)
+        """A baseline (fixed-alpha or a family such as US-Nets) has one weight set."""
+        return Point() if self.fixed_alpha is not None or self.baseline is not None else shape_from_name(self.shape)
 
 
 #: Held-out images the per-epoch accuracy is measured on (a fixed, seeded subset).
@@ -216,6 +219,7 @@ def validate_config(config: TrainConfig) -> None:
     method = config.compression_method()
     if config.fixed_alpha is not None:
         check_alpha(config.fixed_alpha, method)
+    check_baseline(config.baseline, config.method, config.fixed_alpha)
 
 
 @dataclass
@@ -529,15 +533,27 @@ class Trainer:
             lr = learning_rate(config, step, self.steps_per_epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            ramp = 1.0 if config.fixed_alpha is not None else compression_ramp(config, step, total_steps)
+            # A --fixed-alpha baseline anneals in too: at full compression from step 0, the
+            # top-k of a zero-initialised layer (a residual block's last conv) keeps nothing,
+            # so the layer never gets a gradient and stays dead for the whole run.
+            ramp = compression_ramp(config, step, total_steps)
             warm = ramp >= 1.0
             set_schedule(model, ramp, quantize_activations=warm)
             self.optimizer.zero_grad(set_to_none=True)
             loss_value, alphas = 0.0, self.step_alphas(generator)
+            teacher = None
             for alpha in alphas:
                 set_alpha(model, alpha)
                 with autocast(config.precision, self.device), distributed.statistics_across_ranks(layout):
-                    loss = F.cross_entropy(model(images), labels, label_smoothing=config.label_smoothing) * share
+                    logits = model(images)
+                    # Soft targets (probabilities) where a teacher is set: in-place distillation.
+                    targets = labels if teacher is None else teacher
+                    smoothing = config.label_smoothing if teacher is None else 0.0
+                    loss = F.cross_entropy(logits, targets, label_smoothing=smoothing) * share
+                if config.baseline == "us" and alpha == 0.0:
+                    # In-place distillation: the widest network (first in the sandwich)
+                    # teaches the narrower ones of the same step.
+                    teacher = logits.detach().float().softmax(dim=1)
                 self._backward(loss)
                 loss_value += float(loss.detach())
             distributed.sum_gradients(layout, list(model.parameters()))

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from lcs_train.compression import magnitude_mask
+from lcs_train.compression import apply_magnitude_mask
 from lcs_train.methods.base import CompressionMethod
 from lcs_train.threshold_brackets import ThresholdBrackets
 
@@ -29,7 +29,7 @@ class Unstructured(CompressionMethod):
         return {"sparsity": float(alpha)}
 
     def weight(self, layer: Any, weight: Tensor, alpha: Tensor) -> Tensor:
-        return weight * magnitude_mask(weight, self.sparsity(layer, alpha))
+        return apply_magnitude_mask(weight, self.sparsity(layer, alpha))
 
     def sparsity(self, layer: Any, alpha: Tensor) -> Tensor:
         """The fraction of ``layer``'s weights pruned at ``alpha``."""
