@@ -22,7 +22,7 @@ setup: $(BIN)/.lcs-installed
 # The test suite also checks the executorch target, an optional extra (large: torchao and
 # tokenizers come with it), so only `make test` installs it and `make demo` stays lean.
 $(BIN)/.lcs-test-installed: $(BIN)/.lcs-installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,executorch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,executorch,host]'
 	touch $@
 
 WEB := sample_apps/web
