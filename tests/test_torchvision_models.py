@@ -34,7 +34,7 @@ from targets import get_target
 
 pytestmark = pytest.mark.xdist_group("torchvision_models")  # the module's subspaces are built once
 every_export = pytest.mark.skipif(os.environ.get("LCS_TORCHVISION_EXPORTS") != "1",
-                                  reason="more exports: set LCS_TORCHVISION_EXPORTS=1")
+                                  reason="the slower exports (about 100 s on 2 cores) are left out of make test to keep it within its time budget: run them with LCS_TORCHVISION_EXPORTS=1")
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "resnet18": lambda: torchvision.models.resnet18(num_classes=10, weights=None),
