@@ -10,7 +10,7 @@ from __future__ import annotations
 from importlib import metadata
 
 from lcs_train.errors import LcsError
-from targets.base import TARGETS, Target, get_target
+from targets.base import TARGETS, UNAVAILABLE, Target, get_target
 
 #: The package that brings each known target's runtime.
 RUNTIME_PACKAGES = {
@@ -33,7 +33,7 @@ def install_hint(target_name: str) -> str:
     """How to install the runtime of ``target_name``: lcs's extra of that name when it has
     one, else the runtime's own package."""
     if target_name in _extras():
-        return f"pip install 'lcs[{target_name}]'"
+        return f"pip install '.[{target_name}]' in the lcs checkout"
     return f"pip install {RUNTIME_PACKAGES.get(target_name, target_name)}"
 
 
@@ -42,6 +42,10 @@ def installed_target(target_name: str, bundle: str) -> Target:
     import targets  # noqa: F401  (registers the targets whose runtime is installed)
 
     if target_name not in TARGETS:
+        if target_name in UNAVAILABLE:  # an optional extra of lcs: the registry says how to get it
+            message, fix = UNAVAILABLE[target_name]
+            raise LcsError(f"{bundle} is a {target_name} bundle, and {message}",
+                           f"{fix}, or use a bundle of another target")
         if target_name in RUNTIME_PACKAGES:
             raise LcsError(f"{bundle} is a {target_name} bundle, and the {target_name} runtime "
                            f"({RUNTIME_PACKAGES[target_name]}) is not installed here",
