@@ -14,7 +14,7 @@ the first mismatching key:
 
 from __future__ import annotations
 
-import pickle
+import pickle  # only for pickle.UnpicklingError, which torch.load(weights_only=True) raises on a refused file
 from pathlib import Path
 
 import torch
