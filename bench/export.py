@@ -211,7 +211,7 @@ def main() -> None:
         ]
         console.log("level switches against opening a level file (interleaved)")
         switch_alphas = [alpha, float(method.max_alpha), 0.0]
-        rows += _switch_against_open_rows(f"{method.name} (demo)", model, level.path, example, image,
+        rows += _switch_against_open_rows(f"{method.name} (demo)", model, alpha, example, image,
                                           switch_alphas, directory / "switch", args.switch_rounds)
         for name in ("quantized", "structured"):
             if name != method.name:
@@ -219,17 +219,15 @@ def main() -> None:
                 other_method = model_method(other)
                 discrete = other_method.discrete_alphas()
                 other_alpha = discrete[len(discrete) // 2] if discrete else round(other_method.max_alpha / 2, 4)
-                other_level = export_level(other, other_alpha, example, _mk(directory / f"level-{name}"))
                 rows += _switch_against_open_rows(
-                    f"{name} (demo, untrained)", other, other_level, example, image,
+                    f"{name} (demo, untrained)", other, other_alpha, example, image,
                     [other_alpha, float(other_method.max_alpha), 0.0], directory / f"switch-{name}", args.switch_rounds)
         if args.resnet18:
             console.log("ResNet18-sized line: exporting (minutes)")
             big = resnet18_line()
             big_example = torch.randn(1, 3, 32, 32)
             big_image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-            big_level = export_level(big, 0.5, big_example, _mk(directory / "level-resnet18"))
-            rows += _switch_against_open_rows("unstructured ResNet18 line", big, big_level, big_example, big_image,
+            rows += _switch_against_open_rows("unstructured ResNet18 line", big, 0.5, big_example, big_image,
                                               [0.5, 0.95, 0.0], directory / "switch-resnet18", args.switch_rounds)
         console.log("structured widths")
         structured = untrained("structured", input_shape)
@@ -267,14 +265,20 @@ def main() -> None:
     console.print(table)
 
 
-def _switch_against_open_rows(label: str, model: torch.nn.Module, level_path: Path, example: torch.Tensor,
+def _switch_against_open_rows(label: str, model: torch.nn.Module, alpha: float, example: torch.Tensor,
                               image: np.ndarray, alphas: list[float], directory: Path,
                               rounds: int) -> list[tuple[str, str, str, str]]:
-    """Export the switch-once pair(s) of ``model`` and measure switches against opening the level."""
+    """Export the switch-once pair(s) of ``model`` and the level file at ``alpha`` (default
+    storage, and dense for an unstructured subspace: its compact default costs more to open),
+    and measure switches against opening the level."""
+    levels = {"default": export_level(model, alpha, example, _mk(directory / "level"))}
+    if model_method(model).name == "unstructured":
+        levels["dense"] = export_level(model, alpha, example, _mk(directory / "level-dense"),
+                                       OnnxOptions(dense_weights=True))
     start = time.perf_counter()
     runners = export_pairs(model, example, _mk(directory))
     exported = time.perf_counter() - start
-    rows = switch_rows(label, switch_against_open(level_path, runners, image, alphas, rounds))
+    rows = switch_rows(label, switch_against_open(levels, runners, image, alphas, rounds))
     rows.append((f"{label}: exporting the pair(s) (each variant; tables included)", f"{exported:.0f} s", "", ""))
     return rows
 

@@ -174,7 +174,8 @@ def test_the_switch_once_predict_graph_has_its_own_kind_and_takes_no_alpha(expor
 def test_add_initializer_is_silently_wrong_with_any_graph_optimisation(exported, held_out, level: str) -> None:
     """What the manifest's usage says: SessionOptions.add_initializer keeps the file's own
     (alpha-0) values wherever ONNX Runtime constant-folded them, from BASIC up; only
-    ORT_DISABLE_ALL and byte patching give the logits of the requested alpha."""
+    ORT_DISABLE_ALL, add_external_initializers and byte patching give the logits of the
+    requested alpha."""
     import onnxruntime as ort
 
     from targets.onnx.runner import SwitchOnceRunner, _session
@@ -201,6 +202,12 @@ def test_add_initializer_is_silently_wrong_with_any_graph_optimisation(exported,
     bound = SwitchOnceRunner(directory / weights.path, directory / predict.path, weights.details["constant_offsets"],
                              mode="add_initializer")
     assert float(np.abs(bound.run(images, alpha) - patched).max()) <= 1e-4
+    # The Python runner's default hands the constants over before optimisation
+    # (add_external_initializers): the same logits as patching the file's bytes.
+    assert runner.mode == "external"
+    bytes_patched = SwitchOnceRunner(directory / weights.path, directory / predict.path,
+                                     weights.details["constant_offsets"], mode="patch")
+    np.testing.assert_array_equal(bytes_patched.run(images, alpha), patched)
 
 
 @pytest.mark.parametrize("method", ["unstructured", "quantized"])

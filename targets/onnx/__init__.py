@@ -52,8 +52,15 @@ NaN alpha runs as alpha 0, the most accurate end, see ``lcs_train.alpha_graph.cl
   session creation (the norm layers' scale and shift, for one), so the overrides are
   silently ignored there and the logits are wrong (measured on onnxruntime 1.32 at BASIC,
   EXTENDED and ALL; ``tests/test_targets_onnx_ptl.py`` shows it). Byte patching is the
-  supported path; ``SwitchOnceRunner(mode="add_initializer")`` exists for the benchmark
+  portable path; ``SwitchOnceRunner(mode="add_initializer")`` exists for the benchmark
   and uses ``ORT_DISABLE_ALL``, which gives up every optimisation.
+
+  ``SessionOptions.add_external_initializers`` is correct with every optimisation: it puts
+  the values in place before the graph is optimised (it replaces initializers stored as
+  external data, so the predict graph is first rewritten once with those constants as
+  data-less external placeholders). It skips the per-switch copies of the whole file, about
+  half of a ResNet18-sized switch, and is what ``SwitchOnceRunner`` does by default
+  (``mode="external"``); the C API has it as ``AddExternalInitializers`` (since ORT 1.12).
 
 Every ``details["opset"]`` is the opset read back from the written file (the exporter may
 write a newer one than asked; UINT4 weights need 21), so a bundle can list several.

@@ -58,21 +58,30 @@ class AlphaInputRunner:
         return self.session.run([OUTPUT_NAME], feeds)[0]
 
 
+#: How a switch-once runner hands the new constants to ONNX Runtime (see ``SwitchOnceRunner``).
+SWITCH_MODES = ("external", "patch", "add_initializer")
+
+
 class SwitchOnceRunner:
     """The switch-once pair: weights graph once per alpha change, then the predict graph.
 
-    ``mode="patch"`` (default) writes the weights graph's outputs into a copy of the predict
-    file's bytes at the recorded offsets and opens that with every optimisation;
-    ``mode="add_initializer"`` binds them with ``SessionOptions.add_initializer`` instead,
-    which is only correct with ``ORT_DISABLE_ALL`` (constant folding at BASIC and above
-    bakes the file's own values in), so it runs unoptimised. The offsets are checked against
-    the predict file first: each must hold exactly that initializer's bytes.
+    ``mode="external"`` (default) hands the weights graph's outputs to ONNX Runtime as the
+    predict graph's initializers (``SessionOptions.add_external_initializers``, on a copy of
+    the predict graph whose alpha-dependent constants are external-data placeholders, made
+    once): the runtime puts them in place before it optimises, so every optimisation applies,
+    and nothing copies the whole file per switch. ``mode="patch"`` writes the outputs into a
+    copy of the predict file's bytes at the recorded offsets and opens that: the portable
+    recipe for a host that can only open a model from bytes (onnxruntime-web), kept for the
+    benchmark. ``mode="add_initializer"`` binds them with ``SessionOptions.add_initializer``
+    instead, which is only correct with ``ORT_DISABLE_ALL`` (constant folding at BASIC and
+    above bakes the file's own values in), so it runs unoptimised. The offsets are checked
+    against the predict file first: each must hold exactly that initializer's bytes.
     """
 
     def __init__(self, weights_path: Path, predict_path: Path, offsets: list[dict[str, Any]],
-                 mode: str = "patch") -> None:
-        if mode not in ("patch", "add_initializer"):
-            raise LcsError(f"unknown switch mode {mode!r}", "use mode 'patch' (or 'add_initializer')")
+                 mode: str = "external") -> None:
+        if mode not in SWITCH_MODES:
+            raise LcsError(f"unknown switch mode {mode!r}", f"use one of {', '.join(SWITCH_MODES)}")
         self.weights = _session(Path(weights_path).read_bytes())
         self.predict_bytes = Path(predict_path).read_bytes()
         self.names = [output.name for output in self.weights.get_outputs()]
@@ -82,6 +91,9 @@ class SwitchOnceRunner:
             raise LcsError(f"the weights graph computes {missing[0]!r}, which constant_offsets does not place",
                            "use the weights and predict graphs of the same export")
         self.mode = mode
+        self._external_model, shapes = (external_constants_model(self.predict_bytes, self.names)
+                                        if mode == "external" else (b"", {}))
+        self._external = [(index, name, shapes[name]) for index, name in enumerate(self.names) if name in shapes]
         self.alpha: float | None = None
         self.predict: ort.InferenceSession | None = None
         self._values: list[Any] = []
@@ -89,7 +101,15 @@ class SwitchOnceRunner:
     def switch(self, alpha: float) -> None:
         """Compute the constants at ``alpha`` and open the predict graph with them."""
         arrays = self.weights.run(None, {ALPHA_NAME: np.array([alpha], dtype=np.float32)})
-        if self.mode == "add_initializer":
+        if self.mode == "external":
+            options = ort.SessionOptions()
+            # ORT copies the values in at session creation; the OrtValues need not outlive it.
+            options.add_external_initializers(
+                [name for _, name, _ in self._external],
+                [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arrays[index]).reshape(shape))
+                 for index, _, shape in self._external])
+            self.predict = _session(self._external_model, options)
+        elif self.mode == "add_initializer":
             # OrtValues borrow the numpy memory; both must outlive the session.
             values = [ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(a)) for a in arrays]
             options = ort.SessionOptions()
@@ -107,6 +127,30 @@ class SwitchOnceRunner:
             self.switch(alpha)
         assert self.predict is not None
         return self.predict.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, np.float32)})[0]
+
+
+def external_constants_model(model: bytes, names: list[str]) -> tuple[bytes, dict[str, list[int]]]:
+    """``model`` with those of the initializers ``names`` that a node reads turned into
+    external-data placeholders (no data), for ``add_external_initializers`` to fill at every
+    session creation, and the names turned with their shapes (a replacement must match the
+    shape exactly; the weights graph may give a scalar as [1]). An initializer no node reads
+    is left as it is: ONNX Runtime drops it at load, before the replacement, which would
+    then fail."""
+    proto = onnx.load_from_string(model)
+    read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
+    wanted = {name for name in names if name in read}
+    turned = {}
+    for tensor in proto.graph.initializer:
+        if tensor.name in wanted:
+            turned[tensor.name] = list(tensor.dims)
+            tensor.ClearField("raw_data")
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            del tensor.external_data[:]
+            # Never read: every placeholder is replaced before the model's data is loaded.
+            for key, value in (("location", "lcs-switch-constant"), ("offset", "0"), ("length", "0")):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+    return proto.SerializeToString(), turned
 
 
 def check_offsets_in_file(model: bytes, offsets: Any) -> list[dict[str, Any]]:

@@ -70,7 +70,7 @@ class OnnxTarget(Target):
         kind = artifact["kind"]
         if kind == "level":
             return LevelRunner(path, float(artifact["alphas"][0]))
-        mode = details.get("switch_mode", "patch")
+        mode = details.get("switch_mode", "external")
         if kind == "alpha_weights":
             predict = artifact_path(directory, _detail(details, "predict_path", kind))
             return SwitchOnceRunner(path, predict, _detail(details, "constant_offsets", kind), mode)
