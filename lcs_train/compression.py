@@ -79,14 +79,30 @@ def apply_magnitude_mask(weight: Tensor, sparsity: Tensor) -> Tensor:
     """``weight`` with the ``sparsity`` fraction of smallest |w| zeroed; the gradient flows
     to the kept weights only.
 
-    Eagerly a ``where`` on the bool mask: one pass forward and backward, with no float copy
-    of the mask (on ResNet18's large layers the mask's conversion and multiply were a
-    visible part of a step). While a graph is captured, a multiply by the float mask: what
-    every exporter and runtime handles.
+    Eagerly on the CPU, ``hardshrink`` at the threshold: it is exactly "keep |w| >
+    threshold", in one fused pass forward and one backward, where an abs, a comparison and
+    a ``where`` took three (on ResNet18's 2.4 M-weight layers these passes were a visible
+    part of a step). Elsewhere eagerly a ``where`` on the bool mask (a GPU threshold stays
+    on the device: no sync per layer). While a graph is captured, a multiply by the float
+    mask: what every exporter and runtime handles.
     """
     if capturing_graph():
         return weight * magnitude_mask(weight, sparsity)
+    if weight.device.type == "cpu":
+        threshold = _cpu_threshold(weight, sparsity)
+        return weight if threshold is None else torch.nn.functional.hardshrink(weight, threshold)
     return torch.where(magnitude_keep(weight, sparsity), weight, 0.0)
+
+
+def _cpu_threshold(weight: Tensor, sparsity: Tensor) -> float | None:
+    """The k-th smallest |w| of a CPU weight (None when k = 0): the same value as
+    ``magnitude_threshold``, by a selection in place on one fresh array of magnitudes."""
+    k = int(pruned_count(sparsity, weight.numel()))
+    if k == 0:
+        return None
+    magnitudes = np.abs(weight.detach().reshape(-1).numpy())
+    magnitudes.partition(k - 1)
+    return float(magnitudes[k - 1])
 
 
 def kept_channels(channels: int, width: Tensor) -> Tensor:

@@ -8,9 +8,11 @@ from torch import nn
 
 from lcs_train.compression import (
     affine_qparams,
+    apply_magnitude_mask,
     channel_mask,
     fake_quantize,
     fake_quantize_tensor,
+    magnitude_keep,
     magnitude_mask,
     quantize_codes,
 )
@@ -34,6 +36,28 @@ def test_magnitude_mask_gives_exact_sparsity_per_layer(sparsity: float) -> None:
     pruned = weight.abs()[~mask.bool()]
     if len(kept) and len(pruned):
         assert pruned.max() < kept.min()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_cpu_training_mask_equals_the_bool_mask_with_ties_and_gradients(dtype: torch.dtype) -> None:
+    """Training on the CPU masks with hardshrink at the threshold; it must keep exactly the
+    weights "|w| > k-th smallest |w|" keeps (a third of them tied in pairs) and pass the
+    gradient to those only, at every sparsity including none and all."""
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(3000, dtype=dtype, generator=generator)
+    weight[:1000] = -weight[1000:2000]
+    weight.requires_grad_(True)
+    upstream = torch.randn(3000, dtype=dtype, generator=generator)
+    for sparsity in (0.0, 0.1, 0.5, 0.9, 0.95, 1.0):
+        level = torch.tensor([sparsity])
+        masked = apply_magnitude_mask(weight, level)
+        expected = torch.where(magnitude_keep(weight, level), weight, 0.0)
+        assert torch.equal(masked, expected)
+        # Ties are pairs: "|w| > threshold" prunes the k-th smallest's twin too.
+        assert round(sparsity * 3000) <= int((masked == 0).sum()) <= round(sparsity * 3000) + 1
+        (got,) = torch.autograd.grad(masked, weight, upstream)
+        (want,) = torch.autograd.grad(expected, weight, upstream)
+        assert torch.equal(got, want)
 
 
 class _Masker(nn.Module):
