@@ -70,6 +70,23 @@ def test_a_quantized_level_is_its_own_xnnpack_pte_and_passes_parity(quantized):
 
 
 @needs_executorch
+def test_weight_codes_keep_a_quantized_level_small_but_off_xnnpack(subspace_checkpoint, quantized, tmp_path):
+    """By default a quantized level's weights are float32 constants, whose convolutions
+    XNNPACK takes; --weight-codes keeps the integer codes, dequantized in the graph, whose
+    convolutions stay on the portable kernels, in a smaller file, with parity either way."""
+    coded = _export(subspace_checkpoint("quantized", "line"), tmp_path / "bundle", "1.0",
+                    options={"weight_codes": True})
+    assert coded.validation.passed
+    [report] = _reports(coded, "level")
+    assert report.passed and report.regime == "quantized" and report.samples == SAMPLES
+    floats = quantized.manifest["artifacts"][0]
+    codes = coded.manifest["artifacts"][0]
+    assert "aten::convolution.out" not in floats["details"]["portable_ops"]["forward"]
+    assert "aten::convolution.out" in codes["details"]["portable_ops"]["forward"]
+    assert codes["bytes"] < floats["bytes"]
+
+
+@needs_executorch
 def test_multimethod_program_serves_every_level_with_float_parity(unstructured):
     assert unstructured.installed and unstructured.validation.passed
     (program,) = [a for a in unstructured.manifest["artifacts"] if a["kind"] == "multifunction"]

@@ -85,6 +85,16 @@ def export_program(module: nn.Module, example: tuple[Tensor, ...], max_batch: in
     return program.run_decompositions(SORT_AS_TOPK)
 
 
+def fold_constants(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """``program`` with every computation on constants alone done now, at export: a
+    quantized level's dequantization of its weight codes becomes float32 weights, which
+    XNNPACK takes (it takes no convolution whose weights are computed in the graph)."""
+    with quiet_executorch_import():
+        from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+
+    return constant_prop_pass(program)
+
+
 def lower(programs: Mapping[str, torch.export.ExportedProgram], delegate: bool = True) -> LoweredProgram:
     """One ``.pte`` holding every program of ``programs`` as a method of that name,
     XNNPACK-delegated where it can be (``delegate``), else on the portable kernels alone."""

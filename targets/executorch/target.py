@@ -1,6 +1,10 @@
 """The ``executorch`` target: ``.pte`` programs for the ExecuTorch runtime (XNNPACK delegate).
 
-- ``level_alpha_<a>.pte`` (kind ``level``): one materialised level, method ``forward``;
+- ``level_alpha_<a>.pte`` (kind ``level``): one materialised level, method ``forward``; a
+  quantized level's weights are stored dequantized to float32, which XNNPACK runs;
+  ``--weight-codes`` keeps its integer codes instead (dequantized in the graph: a smaller
+  file, but XNNPACK takes no convolution whose weights are computed, so they run on the
+  portable kernels, and ``details.portable_ops`` says so);
 - ``levels.pte`` (kind ``multifunction``, with ``--multimethod``, instead of the per-level
   files): every level as a method of one program (``level_0p5`` ...);
   ``details["methods"]`` maps each alpha (as a string) to its method name;
@@ -27,7 +31,7 @@ from torch import Tensor
 from lcs_train.alpha_graph import ALPHA_NAME, INPUT_NAME, OUTPUT_NAME
 from lcs_train.errors import LcsError
 from targets.base import ALPHA_INPUT, LEVELS, MULTIFUNCTION, Artifact, Target, artifact_path, option, register_target
-from targets.executorch.lower import LoweredProgram, export_program, lower, quiet_executorch_import
+from targets.executorch.lower import LoweredProgram, export_program, fold_constants, lower, quiet_executorch_import
 from targets.executorch.runner import ExecuTorchRunner
 from targets.inputs import AlphaGraph, Level, batch_example
 
@@ -60,6 +64,10 @@ class ExecuTorchOptions:
 
     multimethod: bool = option(False, "write every level as a method (level_0p5, ...) of one levels.pte "
                                       "instead of one .pte per level")
+    weight_codes: bool = option(False, "keep quantized levels' integer weight codes, dequantized in the graph: "
+                                       "files about 0.3x, but their convolutions run on the portable kernels, "
+                                       "about 14x slower; by default the weights are stored dequantized to "
+                                       "float32 and XNNPACK runs them")
     max_batch: int = option(MAX_BATCH, "largest batch a method accepts (the runtime plans memory for it)",
                             flag=False)
 
@@ -86,6 +94,8 @@ class ExecuTorchTarget(Target):
         """One .pte per level, or (``multimethod``) one .pte with a method per level."""
         batch = batch_example(example)
         programs = {level.alpha: export_program(level.module, (batch,), options.max_batch) for level in levels}
+        if not options.weight_codes:
+            programs = {alpha: fold_constants(program) for alpha, program in programs.items()}
         if options.multimethod:
             methods = {alpha: method_name(alpha) for alpha in programs}
             lowered = _checked(lower({methods[a]: p for a, p in programs.items()}), "levels", _LEVEL_FIX)
