@@ -11,6 +11,7 @@ built and recalibrated once per module.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -307,7 +308,9 @@ def _alpha_graph_reports(directory: Path, run: Subspace, target_name: str, betwe
 #: which runs the nearer one).
 BETWEEN = {"unstructured": 0.5, "structured": 0.3, "quantized": 0.5}
 SMALL_CASES = [("onnx", method) for method in METHODS] + [
-    (target, method) for target in ("torchscript-lite", "coreml") for method in ("unstructured", "structured")]
+    (target, method) for target in ("torchscript-lite", "coreml") for method in ("unstructured", "structured")] + [
+    pytest.param("executorch", "unstructured", marks=pytest.mark.skipif(
+        importlib.util.find_spec("executorch") is None, reason="executorch is not installed (the executorch extra)"))]
 
 
 @pytest.mark.parametrize("target_name, method_name", SMALL_CASES)
