@@ -395,9 +395,6 @@ class Trainer:
         self.test_images, self.test_labels = self.dataset.held_out()
         subset = torch.randperm(len(self.test_labels), generator=torch.Generator().manual_seed(0))[:QUICK_EVAL_SAMPLES]
         self.quick_indices = subset.sort().values
-        # Another seed than the held-out subset's: a different draw, from a different split.
-        rows = torch.randperm(len(self.train_images), generator=torch.Generator().manual_seed(1))
-        self.recalibration_indices = rows[:RECALIBRATION_IMAGES].sort().values
         if resume:
             self._resume()
         distributed.broadcast_state(self.layout, self.model)
@@ -444,14 +441,6 @@ class Trainer:
 
     def _resume(self) -> None:
         checkpoint = load_checkpoint(self.output, with_train_state=True)
-        if checkpoint.metadata["norm"] != self.norm:
-            # "auto" resolves by the network, and a file written before --norm existed
-            # replaced every BatchNorm: say which normalisation the file needs.
-            raise LcsError(
-                f"cannot resume {self.output}: it was trained with --norm {checkpoint.metadata['norm']}, "
-                f"and --norm {self.config.norm} gives {self.norm} here",
-                f"resume with --norm {checkpoint.metadata['norm']}",
-            )
         previous = {**RESUME_DEFAULTS, **checkpoint.metadata.get("training", {})}
         differing = [k for k in RESUME_KEYS if previous.get(k) != getattr(self.config, k)]
         if differing:
@@ -459,6 +448,14 @@ class Trainer:
             raise LcsError(
                 f"cannot resume {self.output}: it was trained with other settings ({detail})",
                 "resume with the same options, or train into a new --out file",
+            )
+        if checkpoint.metadata["norm"] != self.norm:
+            # "auto" resolves by the network, and a file written before --norm existed
+            # replaced every BatchNorm: say which normalisation the file needs.
+            raise LcsError(
+                f"cannot resume {self.output}: it was trained with --norm {checkpoint.metadata['norm']}, "
+                f"and --norm {self.config.norm} gives {self.norm} here",
+                f"resume with --norm {checkpoint.metadata['norm']}",
             )
         load_model_state(self.model, checkpoint.model_state, str(self.output))
         parameters = list(self.model.parameters())
@@ -613,8 +610,14 @@ class Trainer:
         subset (nothing to do without kept BatchNorms). Every rank computes the same tables
         from the same images; nothing is exchanged."""
         if self.norm == "batch":
-            images = self.train_images[self.recalibration_indices]
-            recalibrate_batch_norm(self.model, images, RECALIBRATION_BATCH)
+            recalibrate_batch_norm(self.model, self.recalibration_images(), RECALIBRATION_BATCH)
+
+    def recalibration_images(self) -> Tensor:
+        """The fixed training subset recalibration reads: ``RECALIBRATION_IMAGES`` drawn with a
+        seed of their own, unaugmented (drawn from the split as it is now, so a caller that
+        cuts the split gets a subset of what is left)."""
+        rows = torch.randperm(len(self.train_images), generator=torch.Generator().manual_seed(1))
+        return self.train_images[rows[:RECALIBRATION_IMAGES].sort().values]
 
     def _to_device(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """A batch on the training device: through pinned memory (an asynchronous copy) on

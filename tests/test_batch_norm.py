@@ -184,7 +184,7 @@ def test_checkpoint_round_trip_holds_the_recalibrated_tables(trained_batch_norm:
             assert torch.equal(loaded(x), trainer.model(x))
     # The tables are those of the final weights: recalibrating again changes nothing.
     again = copy.deepcopy(loaded)
-    recalibrate_batch_norm(again, trainer.train_images[trainer.recalibration_indices], 128)
+    recalibrate_batch_norm(again, trainer.recalibration_images(), 128)
     for mine, theirs in zip(batch_norm_layers(loaded), batch_norm_layers(again)):
         assert torch.allclose(mine.level_mean, theirs.level_mean, atol=1e-5)
         assert torch.allclose(mine.level_var, theirs.level_var, atol=1e-5)
