@@ -13,7 +13,8 @@ The switch-once pair -- the alpha-dependent constants computed once per level sw
 
 - ``AlphaWeightsModule``: ``forward(alpha) -> tuple`` of every alpha-dependent constant, in
   the order of ``constant_names`` (compressed conv/linear weights and biases with structured
-  channel masks folded in, norm scale/shift as [C], activation quantization
+  channel masks folded in, norm scale/shift as [C], a kept BatchNorm's running mean/var at
+  alpha as [C], activation quantization
   scale / zero point / top code as scalars). Output ``i`` is named ``constant_names[i]``.
 - ``alpha_predict_module(model)``: ``forward(input) -> logits``, the same network with those
   constants as buffers of exactly those names, no prefix (exporters write them as
@@ -69,10 +70,12 @@ def clamp_alpha(alpha: Tensor, method: CompressionMethod) -> Tensor:
 
 
 def _explicit_copy(model: nn.Module) -> nn.Module:
-    """A private eval-mode copy whose InstanceNorms apply their affine as a multiply-add.
+    """A private eval-mode copy whose InstanceNorms and BatchNorms apply their affine (and a
+    BatchNorm its statistics) as a multiply-add.
 
-    Core ML's instance_norm needs compile-time-constant gamma/beta, which an alpha-dependent
-    affine is not; the explicit form converts everywhere. GroupNorm keeps the fused form:
+    Core ML's instance_norm needs compile-time-constant gamma/beta, and its batch_norm
+    constant statistics, which alpha-dependent ones are not; the explicit form converts
+    everywhere. GroupNorm keeps the fused form:
     converters decompose it with no such limit, and the fused form computes bit for bit what
     the trained network computes (an explicit multiply-add rounds differently, and at low
     bit widths one rounding flip moves an activation by a whole quantization step).
@@ -80,7 +83,7 @@ def _explicit_copy(model: nn.Module) -> nn.Module:
     """
     private = copy.deepcopy(model).eval()
     for module in private.modules():
-        if isinstance(module, CompressibleNorm) and module.kind == "instance":
+        if isinstance(module, CompressibleNorm) and module.kind in ("instance", "batch"):
             module.explicit_affine = True
     return private
 
@@ -204,7 +207,8 @@ class SwitchLinear(_SwitchLayer):
 
 
 class SwitchNorm(_SwitchLayer):
-    """GroupNorm / InstanceNorm whose affine scale and shift are named [C] buffers.
+    """GroupNorm / InstanceNorm / BatchNorm whose affine scale and shift (and a BatchNorm's
+    running mean and var) are named [C] buffers.
 
     The fused form: in the predict graph scale and shift are constants (Core ML's constant
     gamma/beta rule holds), exporters emit one affine step instead of a default one plus an
@@ -216,6 +220,8 @@ class SwitchNorm(_SwitchLayer):
         self.kind, self.groups, self.eps = layer.kind, layer.groups, layer.eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.kind == "batch":
+            return F.batch_norm(x, self.mean, self.var, self.scale, self.shift, False, 0.0, self.eps)
         if self.kind == "instance":
             return F.instance_norm(x, weight=self.scale, bias=self.shift, eps=self.eps)
         return F.group_norm(x, self.groups, self.scale, self.shift, eps=self.eps)

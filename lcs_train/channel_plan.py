@@ -6,7 +6,7 @@ Under structured sparsity every compressed layer masks its output to its first
 tensor, how many leading channels anyone still reads. The model is traced with ``torch.fx``
 (compressible layers as leaves) and shapes are propagated from an example input; then:
 
-- tensors joined by per-channel operations (InstanceNorm, depthwise convs, activations,
+- tensors joined by per-channel operations (InstanceNorm, BatchNorm, depthwise convs, activations,
   pooling and spatial means, dropout and stochastic depth, elementwise adds and multiplies whose operands have
   the same channels, including a squeeze-excitation scale [N, C, 1, 1] broadcast over its
   input [N, C, H, W], a flatten or spatial mean that leaves one value per channel) form one
@@ -222,13 +222,14 @@ def derive_channel_plan(model: nn.Module, input_shape: Sequence[int]) -> Channel
             layer = layers[node.target]
             source = tensor_inputs[0]
             if isinstance(layer, CompressibleNorm):
-                if layer.kind != "instance":
+                if layer.kind == "group":
                     raise LcsError(
                         f"layer {node.target} is a GroupNorm, which cannot be made narrower channel by channel",
                         "train structured subspaces with the method's default InstanceNorm",
                     )
                 join(node, [source])
-                # Its shift makes every kept channel non-zero, even where the input is zero.
+                # Per channel (InstanceNorm, BatchNorm): its shift makes every kept channel
+                # non-zero, even where the input is zero.
                 steps.append((node.name, node.target, [], _channels(node)))
             elif _is_depthwise(layer):
                 # Channel i of a depthwise conv reads only input channel i: one group.

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 
 from lcs_train.errors import LcsError
 from lcs_train.files import atomic_write_bytes, exclusive_output
-from lcs_train.metadata import FORMAT, FORMAT_VERSION, reject_non_finite, validate_metadata
+from lcs_train.metadata import FORMAT, FORMAT_VERSION, format_version_for, reject_non_finite, validate_metadata
 
 METADATA_KEY = "lcs"
 
@@ -82,7 +82,7 @@ def save_checkpoint(
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model_state.items()}
     for key, value in (train_state or {}).items():
         tensors[f"train.{key}"] = value.detach().cpu().contiguous()
-    full = {**metadata, "format": FORMAT, "format_version": FORMAT_VERSION, "versions": library_versions()}
+    full = {**metadata, "format": FORMAT, "format_version": format_version_for(metadata), "versions": library_versions()}
     full["content_sha256"] = content_digest(tensors, full)
     data = serialize(tensors, metadata={METADATA_KEY: json.dumps(full, allow_nan=False)})
     with exclusive_output(path):

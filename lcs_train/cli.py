@@ -154,6 +154,10 @@ def train(
     num_classes: Optional[int] = typer.Option(None, help="Number of classes; read from the data, so this only checks that they agree."),
     init: Optional[str] = typer.Option(None, help="Start from this pretrained state_dict (.safetensors, or .pth read with weights_only=True); both ends of a line start from it. Nothing is downloaded."),
     method: str = typer.Option("unstructured", help=f"Compression: {', '.join(METHODS)}."),
+    norm: str = typer.Option("auto", help="Normalisation: auto (keep BatchNorm, with running statistics recalibrated per level, "
+                             "in networks built with it, e.g. torchvision's; the method's norm otherwise), batch (BatchNorm "
+                             "for any network, built-in ones too), or the paper's norms: group (unstructured, quantized) "
+                             "or instance (structured), which replace BatchNorm."),
     shape: str = typer.Option("line", help="Subspace shape: line (LCS+L) or point (LCS+P)."),
     dataset: str = typer.Option("mnist", help="mnist (embedded 5k subset), digits (embedded 8x8), or from --data-dir: cifar10, cifar100 (binary distributions) or imagefolder (DIR/train/CLASS/*, DIR/val/CLASS/*)."),
     data_dir: Optional[str] = typer.Option(None, help="Directory holding CIFAR-10's or CIFAR-100's binary files, or an ImageFolder tree (nothing is downloaded)."),
@@ -201,7 +205,7 @@ def train(
             model=model, method=method, shape=shape, dataset=dataset, data_dir=data_dir,
             label_smoothing=label_smoothing, max_alpha=max_alpha, fixed_alpha=fixed_alpha, baseline=baseline,
             seed=seed, device=device, threads=threads, image_size=image_size, workers=workers,
-            precision=precision, channels_last=channels_last, num_classes=num_classes, init=init, **settings,
+            precision=precision, channels_last=channels_last, num_classes=num_classes, init=init, norm=norm, **settings,
         )
         # Every option is checked before anything is loaded, created or written.
         validate_config(config)

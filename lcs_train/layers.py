@@ -232,6 +232,9 @@ class CompressibleNorm(CompressibleLayer):
     Training keeps the fused form, which is markedly faster on CPU.
     """
 
+    #: the kinds this class computes (a kept BatchNorm is ``CompressibleBatchNorm``)
+    KINDS: tuple[str, ...] = ("group", "instance")
+
     def __init__(
         self,
         channels: int,
@@ -244,8 +247,8 @@ class CompressibleNorm(CompressibleLayer):
         initial: dict[str, Tensor] | None = None,
     ) -> None:
         super().__init__(method, shape)
-        if kind not in ("group", "instance"):
-            raise ValueError(f"norm kind must be 'group' or 'instance', got {kind!r}")
+        if kind not in self.KINDS:
+            raise ValueError(f"norm kind must be one of {', '.join(map(repr, self.KINDS))}, got {kind!r}")
         self.channels, self.kind, self.eps = channels, kind, eps
         # 32 groups, capped by channels (groups must divide the channel count).
         self.groups = groups if groups is not None else math.gcd(32, channels)
@@ -300,6 +303,122 @@ class CompressibleNorm(CompressibleLayer):
         norm.weight = constant_parameter(scale)
         norm.bias = constant_parameter(shift)
         return norm
+
+
+def interpolate_rows(table: Tensor, position: Tensor) -> Tensor:
+    """Row ``position`` ([1], fractional, in [0, rows - 1]) of ``table`` [rows, C], linear
+    between the two neighbouring rows; a whole position is that row exactly.
+
+    The one interpolation rule of the per-level statistics: PyTorch evaluation, materialised
+    levels and the alpha-input graphs all call it. Written as hat weights times the table (no
+    index computed from alpha), which every target converts: no gather, no floor.
+    """
+    rows = torch.arange(table.shape[0], dtype=table.dtype, device=table.device)
+    weights = torch.clamp(1.0 - torch.abs(position.reshape(1).to(table.dtype) - rows), min=0.0)
+    return weights @ table
+
+
+class CompressibleBatchNorm(CompressibleNorm):
+    """BatchNorm on a subspace, with running statistics per level.
+
+    The affine scale and shift live on the subspace like every norm's. Training normalises
+    with the batch's statistics and never touches the stored ones. At inference the mean and
+    variance come from a table, ``level_mean`` and ``level_var`` [rows, C], one row per alpha
+    of the method's ``statistics_alphas`` (11 points over the trained range, or one per bit
+    width), interpolated linearly between neighbouring rows (``interpolate_rows``): a level
+    changes the distribution every layer sees, so one set of statistics cannot serve them all
+    (US-Nets' observation). ``lcs_train.calibrate.recalibrate_batch_norm`` fills the table
+    from data after training; the training loop does so before every checkpoint.
+
+    Statistics are per full channel: a structured level that keeps the first k channels
+    keeps their statistics. ``explicit_affine`` (the alpha-input graphs) writes the
+    normalisation as multiply-adds, since Core ML's batch_norm needs constant statistics.
+    """
+
+    KINDS = ("batch",)
+
+    def __init__(
+        self,
+        channels: int,
+        eps: float = 1e-5,
+        *,
+        method: CompressionMethod,
+        shape: Point | Line,
+        initial: dict[str, Tensor] | None = None,
+    ) -> None:
+        super().__init__(channels, "batch", None, eps, method=method, shape=shape, initial=initial)
+        initial = initial or {}
+        rows = len(method.statistics_alphas())
+        mean, var = initial.get("running_mean"), initial.get("running_var")
+        # A converted BatchNorm's own statistics fill every row: a pretrained network runs as
+        # it did (at alpha 0) until the first recalibration.
+        self.register_buffer("level_mean", (torch.zeros(channels) if mean is None else mean.detach().float()).repeat(rows, 1))
+        self.register_buffer("level_var", (torch.ones(channels) if var is None else var.detach().float()).repeat(rows, 1))
+        #: (mean, var, batches) while ``recalibrate_batch_norm`` records; None otherwise
+        self.recording: tuple[Tensor, Tensor, int] | None = None
+
+    @classmethod
+    def from_dense(cls, norm: nn.Module, method: CompressionMethod, shape: Point | Line) -> CompressibleBatchNorm:
+        """The compressible twin of a BatchNorm2d: its affine at every end, its running
+        statistics in every row of the table."""
+        assert isinstance(norm, nn.BatchNorm2d)
+        initial: dict[str, Tensor] = {}
+        if norm.affine:
+            initial.update(weight=norm.weight, bias=norm.bias)
+        if norm.running_mean is not None and norm.running_var is not None:
+            initial.update(running_mean=norm.running_mean, running_var=norm.running_var)
+        return cls(norm.num_features, norm.eps, method=method, shape=shape, initial=initial)
+
+    def level_statistics(self, alpha: Tensor) -> tuple[Tensor, Tensor]:
+        """Running mean and variance [C] at ``alpha``, interpolated from the table."""
+        position = self.method.statistics_position(alpha, self.level_mean.shape[0])
+        return interpolate_rows(self.level_mean, position), interpolate_rows(self.level_var, position)
+
+    def start_recording(self) -> None:
+        """Use batch statistics and average them (equal weight per batch, like BatchNorm's
+        ``momentum=None``) until ``stop_recording``."""
+        self.recording = (torch.zeros_like(self.level_mean[0]), torch.ones_like(self.level_var[0]), 0)
+
+    def stop_recording(self) -> tuple[Tensor, Tensor] | None:
+        """The averaged mean and variance since ``start_recording`` (None if no batch ran)."""
+        if self.recording is None:
+            return None
+        mean, var, batches = self.recording
+        self.recording = None
+        return (mean, var) if batches else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        alpha = self.alpha_tensor(x)
+        scale = self.interpolated("weight", alpha)
+        shift = self.interpolated("bias", alpha)
+        if self.recording is not None:
+            mean, var, batches = self.recording
+            # torch's own kernel and cumulative average (momentum 1/n): the table row equals
+            # what an nn.BatchNorm2d with momentum=None records on the same batches.
+            y = F.batch_norm(x, mean, var, scale, shift, True, 1.0 / (batches + 1), self.eps)
+            self.recording = (mean, var, batches + 1)
+        elif self.training:
+            y = F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
+        else:
+            mean, var = self.level_statistics(alpha)
+            if self.explicit_affine:
+                factor = scale * torch.rsqrt(var + self.eps)
+                y = x * factor.reshape(1, -1, 1, 1) + (shift - mean * factor).reshape(1, -1, 1, 1)
+            else:
+                y = F.batch_norm(x, mean, var, scale, shift, False, 0.0, self.eps)
+        return self.method.output(self, y, alpha)
+
+    def plain(self, scale: Tensor, shift: Tensor, mean: Tensor | None = None,  # type: ignore[override]
+              var: Tensor | None = None) -> nn.Module:
+        """An eval-mode ``nn.BatchNorm2d`` with constant affine and statistics (possibly narrowed)."""
+        if mean is None or var is None:
+            raise ValueError("a BatchNorm level needs its running mean and variance")
+        norm = nn.BatchNorm2d(scale.shape[0], eps=self.eps)
+        norm.weight = constant_parameter(scale)
+        norm.bias = constant_parameter(shift)
+        norm.running_mean.copy_(mean.detach())
+        norm.running_var.copy_(var.detach())
+        return norm.eval()
 
 
 def constant_parameter(value: Tensor) -> nn.Parameter:

@@ -20,7 +20,14 @@ from torch import Tensor
 from lcs_train.errors import LcsError
 
 FORMAT = "lcs-subspace"
-FORMAT_VERSION = 1
+#: The newest format this lcs reads and writes. 1: GroupNorm / InstanceNorm subspaces.
+#: 2: also kept BatchNorms (``norm`` "batch"), whose tensors include per-level statistics
+#: tables (``level_mean`` / ``level_var``) that an lcs reading only format 1 cannot use.
+FORMAT_VERSION = 2
+#: The format that first holds each normalisation; a file is written with the oldest format
+#: that holds what it holds (``format_version_for``), so older lcs versions keep reading
+#: every file they can, and refuse the rest with "upgrade lcs".
+NORM_FORMAT_VERSIONS = {"group": 1, "instance": 1, "batch": 2}
 
 #: Input shape [C, H, W] and class count of each dataset a checkpoint can name (None: the
 #: data decides; an ImageFolder tree has its own classes and ``data.image_size``).
@@ -65,7 +72,7 @@ SCHEMA: dict[str, Any] = {
         },
         "method": {"type": "object", "required": ["name"]},  # completed per method by _method_schema
         "shape": {"enum": ["line", "point"]},
-        "norm": {"enum": ["group", "instance"]},
+        "norm": {"enum": sorted(NORM_FORMAT_VERSIONS)},
         "alpha": {
             "type": "object",
             "required": ["min", "max", "discrete", "fixed"],
@@ -131,6 +138,11 @@ SCHEMA: dict[str, Any] = {
         "content_sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
     },
 }
+
+def format_version_for(metadata: dict[str, Any]) -> int:
+    """The oldest format that holds a checkpoint with this metadata."""
+    return NORM_FORMAT_VERSIONS.get(metadata.get("norm", "group"), FORMAT_VERSION)
+
 
 def _is_integer(checker: Any, instance: Any) -> bool:
     # JSON Schema counts 10.0 as an integer; a float class count or channel count would reach
@@ -236,8 +248,12 @@ def check_consistency(metadata: dict[str, Any], source: str) -> None:
         method = method_from_metadata(metadata["method"])
     except (LcsError, TypeError, ValueError) as error:
         raise _refuse(source, "method", f"does not describe a valid method ({error})") from None
-    if metadata["norm"] != method.norm:
-        raise _refuse(source, "norm", f"is {metadata['norm']!r} but {method.name} subspaces use {method.norm!r}")
+    norm = metadata["norm"]
+    if norm not in (method.norm, "batch"):
+        raise _refuse(source, "norm", f"is {norm!r} but {method.name} subspaces use {method.norm!r} or 'batch'")
+    if metadata["format_version"] < NORM_FORMAT_VERSIONS[norm]:
+        raise _refuse(source, "norm", f"is {norm!r}, which format_version {metadata['format_version']} cannot hold "
+                      f"(it needs {NORM_FORMAT_VERSIONS[norm]})")
     alpha = metadata["alpha"]
     if not math.isclose(alpha["max"], method.max_alpha, abs_tol=1e-9):
         raise _refuse(source, "alpha.max", f"is {alpha['max']:g} but the method's trained range ends at {method.max_alpha:g}")

@@ -20,7 +20,9 @@ def model_from_metadata(metadata: dict[str, Any]) -> nn.Module:
         method = method_from_metadata(metadata["method"])
         shape = shape_from_name(metadata["shape"])
         model = metadata["model"]
-        return build_subspace(model["name"], method, shape, **model["arguments"])
+        # "batch": BatchNorms kept with per-level statistics (format 2); otherwise the method's norm.
+        norm = "batch" if metadata.get("norm") == "batch" else None
+        return build_subspace(model["name"], method, shape, norm, **model["arguments"])
     except (KeyError, TypeError, ValueError) as error:
         # The metadata was validated on load; this guards callers that build from a dict.
         raise LcsError(f"checkpoint metadata does not describe a network ({error})", "use a file written by lcs-train") from None

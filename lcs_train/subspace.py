@@ -18,11 +18,15 @@ from lcs_train.transform import to_subspace
 
 
 def build_subspace(
-    model: str, method: CompressionMethod, shape: Point | Line, **arguments: object
+    model: str, method: CompressionMethod, shape: Point | Line, norm: str | None = None, **arguments: object
 ) -> nn.Module:
-    """Build architecture ``model`` (with the method's norm layers) and turn it into a
-    compressible subspace of ``method`` and ``shape`` (``to_subspace``'s default rule)."""
-    return to_subspace(build_model(model, norm=method.norm, **arguments), method, shape)
+    """Build architecture ``model`` and turn it into a compressible subspace of ``method`` and
+    ``shape`` (``to_subspace``'s default rule). ``norm`` is the normalisation the subspace
+    trains with: None or the method's own (GroupNorm, InstanceNorm for structured), or
+    ``"batch"`` (BatchNorm with per-level statistics; torchvision's BatchNorms are kept)."""
+    if norm == "batch":
+        return to_subspace(build_model(model, norm="batch", **arguments), method, shape, norm="batch")
+    return to_subspace(build_model(model, norm=norm or method.norm, **arguments), method, shape)
 
 
 def compressible_layers(model: nn.Module) -> Iterator[CompressibleLayer]:

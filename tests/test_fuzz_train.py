@@ -89,7 +89,7 @@ IMPOSSIBLE = {
     ("input", "pixel_scale"): [0, -1],
     ("input", "dtype"): ["float16"],
     ("input", "layout"): ["NHWC"],
-    ("format_version",): [0, 2, 10**20, -1],
+    ("format_version",): [0, 3, 10**20, -1],
     ("format",): ["lcs-bundle"],
     ("alpha", "max"): [0, 1.5, -0.5, 0.5],
     ("alpha", "min"): [0.1, -0.1],

@@ -230,7 +230,7 @@ METADATA_CASES = [
     (_set("input.shape", [1, 1, 16, 16]), "input.shape is [1, 1, 16, 16] but digits images are [1, 1, 8, 8]"),
     (_set("input.std", [0.0]), "input.std[0] is invalid"),
     (_set("input.mean", [0.1, 0.2]), "input.mean has 2 values for 1 channels"),
-    (_set("format_version", 2), "written by a newer lcs"),
+    (_set("format_version", 3), "written by a newer lcs"),
     (_set("format_version", "1"), "format_version is invalid"),
     (_set("format_version", 0), "format_version is invalid"),
     (_set("alpha.max", 1.5), "alpha.max is invalid"),

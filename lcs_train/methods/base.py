@@ -9,6 +9,8 @@ owns what alpha means everywhere:
 - export: ``folded`` gives a layer's constants at an alpha (output masks folded in), which
   both a materialised level (``materialize_weighted``) and the alpha-input graphs
   (``alpha_constants``) are built from;
+- per-level BatchNorm statistics: ``statistics_alphas`` (the grid a kept BatchNorm stores
+  running statistics at) and ``statistics_position`` (where an alpha falls on that grid);
 - cost: ``weight_bits`` (storage width) and ``measure`` (the real compression in the
   method's own unit), which ``lcs_train.cost`` adds up.
 
@@ -25,6 +27,11 @@ from torch import Tensor, nn
 
 if TYPE_CHECKING:
     from lcs_train.layers import CompressibleLayer, CompressibleNorm, CompressibleWeighted
+
+
+#: Grid points of a kept BatchNorm's statistics table for a method with continuous levels:
+#: every tenth of the trained range (recalibration costs one pass over its images per point).
+STATISTICS_POINTS = 11
 
 
 @dataclass
@@ -71,6 +78,23 @@ class CompressionMethod:
         """The real compression at ``alpha`` in the method's own unit (sparsity, width, bits)."""
         return {}
 
+    def statistics_alphas(self) -> tuple[float, ...]:
+        """The alphas a kept BatchNorm stores running statistics at (one table row each):
+        every discrete level, else ``STATISTICS_POINTS`` evenly over [0, max_alpha]."""
+        discrete = self.discrete_alphas()
+        if discrete is not None:
+            return discrete
+        return tuple(self.max_alpha * i / (STATISTICS_POINTS - 1) for i in range(STATISTICS_POINTS))
+
+    def statistics_position(self, alpha: Tensor, rows: int) -> Tensor:
+        """Where ``alpha`` ([1]) falls on the statistics grid, as a fractional row index in
+        [0, rows - 1]; the rows in between are interpolated linearly
+        (``lcs_train.layers.interpolate_rows``). Computed with tensor ops, so that the
+        alpha-input graphs compute it too."""
+        from lcs_train.shapes import line_position
+
+        return line_position(alpha, self.max_alpha) * float(rows - 1)
+
     def weight(self, layer: CompressibleLayer, weight: Tensor, alpha: Tensor) -> Tensor:
         """Compress a conv or linear weight at ``alpha``."""
         return weight
@@ -91,16 +115,21 @@ class CompressionMethod:
         """A layer's constants at ``alpha``, any output multiplier folded in.
 
         Conv / linear: ``weight`` (compressed) and ``bias`` if any; norm: ``scale`` and
-        ``shift``. A materialised level and the switch-once weights graph both start here.
+        ``shift``, and for a kept BatchNorm its running ``mean`` and ``var`` at ``alpha``
+        (a masked channel's output is zero whatever its statistics, so they are left as they
+        are). A materialised level and the switch-once weights graph both start here.
         """
-        from lcs_train.layers import CompressibleNorm
+        from lcs_train.layers import CompressibleBatchNorm, CompressibleNorm
 
         if isinstance(layer, CompressibleNorm):
             scale, shift = layer.interpolated("weight", alpha), layer.interpolated("bias", alpha)
             mask = self.output_multiplier(layer, layer.channels, alpha)
             if mask is not None:
                 scale, shift = scale * mask, shift * mask
-            return {"scale": scale, "shift": shift}
+            constants = {"scale": scale, "shift": shift}
+            if isinstance(layer, CompressibleBatchNorm):
+                constants["mean"], constants["var"] = layer.level_statistics(alpha)
+            return constants
         weight = layer.compressed_weight(alpha)
         bias = layer.interpolated_bias(alpha)
         mask = self.output_multiplier(layer, layer.out_channels, alpha)
@@ -138,7 +167,7 @@ class CompressionMethod:
     def materialize_norm(self, layer: CompressibleNorm, alpha: Tensor, kept: int) -> nn.Module:
         """The plain norm computing ``layer`` at ``alpha`` on its first ``kept`` channels."""
         constants = self.folded(layer, alpha)
-        return layer.plain(constants["scale"][:kept], constants["shift"][:kept])
+        return layer.plain(**{name: value[:kept] for name, value in constants.items()})
 
     def weight_bits(self, alpha: float) -> int:
         """Bits one stored weight takes at ``alpha`` (32: float32)."""

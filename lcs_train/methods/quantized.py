@@ -45,6 +45,12 @@ class Quantized(CompressionMethod):
     def level(self, alpha: float) -> dict[str, Any]:
         return {"bits": int(self.bits(torch.tensor(float(alpha))).item())}
 
+    def statistics_position(self, alpha: Tensor, rows: int) -> Tensor:
+        """The row of the bit width ``alpha`` runs at (row i: ``high_bits - i`` bits), never
+        between two: an alpha between whole bit widths runs the nearest one, so its
+        statistics are that width's, exactly."""
+        return float(self.high_bits) - self.bits(torch.clamp(alpha, 0.0, 1.0))
+
     def weight(self, layer: Any, weight: Tensor, alpha: Tensor) -> Tensor:
         return fake_quantize_tensor(weight, self.bits(alpha).reshape(()))
 

@@ -3,9 +3,9 @@ subspaces by ``lcs_train.transform.to_subspace``.
 
 Built in: ``cpreresnet20`` (the paper's CIFAR network), ``cpreresnet11`` (a small sibling),
 ``cresnet18`` and ``cvgg19`` (the paper's ResNet18 and VGG19 with CIFAR stems); they take
-their norm layers from the method. ``torchvision:NAME`` is any torchvision classification
-model (``lcs_train.models.torchvision_models``), built with its own BatchNorm layers, which
-``to_subspace`` turns into the method's norm.
+their norm layers from the method (or BatchNorm, ``norm="batch"``). ``torchvision:NAME`` is
+any torchvision classification model (``lcs_train.models.torchvision_models``), built with its
+own BatchNorm layers, which ``to_subspace`` keeps or turns into the method's norm.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cpreresnet20": cpreresnet20, "cpreresnet11": cpreresnet11, "cresnet18": cresnet18, "cvgg19": cvgg19,
 }
 
-#: The norm layer each normalisation kind of a method builds (``CompressionMethod.norm``).
-NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {"group": group_norm, "instance": instance_norm}
+#: The norm layer each normalisation kind builds: a method's own (``CompressionMethod.norm``),
+#: or BatchNorm, kept with per-level statistics (``lcs-train --norm batch``).
+NORM_LAYERS: dict[str, Callable[[int], nn.Module]] = {
+    "group": group_norm, "instance": instance_norm, "batch": nn.BatchNorm2d,
+}
 
 
 def check_model_name(name: str) -> str:
@@ -41,7 +44,8 @@ def check_model_name(name: str) -> str:
 
 def build_model(name: str, norm: str = "group", **arguments: Any) -> nn.Module:
     """Build the plain network ``name`` with its keyword ``arguments`` (``in_channels``,
-    ``num_classes``); built-in models get ``norm`` layers, torchvision's keep BatchNorm."""
+    ``num_classes``); built-in models get ``norm`` layers ("group", "instance" or "batch"),
+    torchvision's are built with their own BatchNorm whatever ``norm`` says."""
     check_model_name(name)
     if name.startswith(TORCHVISION_PREFIX):
         return build_torchvision(name, int(arguments["in_channels"]), int(arguments["num_classes"]))

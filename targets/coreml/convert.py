@@ -100,9 +100,15 @@ def convert_module(
             )
             for index, (name, t) in enumerate(zip(input_names, example))
         ]
+        # A BatchNorm stays its own op: folded into the conv before it, it would change the
+        # conv's weights, which then no longer hold the level's (the sparse or integer
+        # storage of ``targets.coreml.weights`` finds each weight by its values).
+        passes = ct.PassPipeline.DEFAULT
+        passes.remove_passes(["common::fuse_conv_batchnorm"])
         return ct.convert(
             program,
             convert_to="mlprogram",
+            pass_pipeline=passes,
             inputs=inputs,
             outputs=[ct.TensorType(name=OUTPUT_NAME, dtype=np.float32)],
             minimum_deployment_target=target if target is not None else options.coreml_target(),
