@@ -168,7 +168,8 @@ def main() -> None:
         artifacts = OnnxTarget().export_alpha_input(build_alpha_graph(model, example), directory, OnnxOptions())
         single = AlphaInputRunner(directory / "alpha_input.onnx")
         offsets = next(a for a in artifacts if a.kind == "alpha_weights").details["constant_offsets"]
-        patched = SwitchOnceRunner(directory / "alpha_weights.onnx", directory / "alpha_predict.onnx", offsets)
+        patched = SwitchOnceRunner(directory / "alpha_weights.onnx", directory / "alpha_predict.onnx", offsets,
+                                   mode="patch")
         bound = SwitchOnceRunner(directory / "alpha_weights.onnx", directory / "alpha_predict.onnx", offsets,
                                  mode="add_initializer")
         patched.switch(alpha)
