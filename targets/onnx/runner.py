@@ -85,14 +85,14 @@ class SwitchOnceRunner:
         self.weights = _session(Path(weights_path).read_bytes())
         self.predict_bytes = Path(predict_path).read_bytes()
         self.names = [output.name for output in self.weights.get_outputs()]
-        self.offsets = {entry["name"]: entry for entry in check_offsets_in_file(self.predict_bytes, offsets)}
+        proto = check_offsets_in_file(self.predict_bytes, offsets)
+        self.offsets = {entry["name"]: entry for entry in offsets}
         missing = [name for name in self.names if name not in self.offsets]
         if missing:
             raise LcsError(f"the weights graph computes {missing[0]!r}, which constant_offsets does not place",
                            "use the weights and predict graphs of the same export")
         self.mode = mode
-        self._external_model, shapes = (external_constants_model(self.predict_bytes, self.names)
-                                        if mode == "external" else (b"", {}))
+        self._external_model, shapes = external_constants_model(proto, self.names) if mode == "external" else (b"", {})
         self._external = [(index, name, shapes[name]) for index, name in enumerate(self.names) if name in shapes]
         self.alpha: float | None = None
         self.predict: ort.InferenceSession | None = None
@@ -129,14 +129,13 @@ class SwitchOnceRunner:
         return self.predict.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(images, np.float32)})[0]
 
 
-def external_constants_model(model: bytes, names: list[str]) -> tuple[bytes, dict[str, list[int]]]:
-    """``model`` with those of the initializers ``names`` that a node reads turned into
+def external_constants_model(proto: onnx.ModelProto, names: list[str]) -> tuple[bytes, dict[str, list[int]]]:
+    """The predict graph ``proto`` (changed in place) with those of the initializers ``names`` that a node reads turned into
     external-data placeholders (no data), for ``add_external_initializers`` to fill at every
     session creation, and the names turned with their shapes (a replacement must match the
     shape exactly; the weights graph may give a scalar as [1]). An initializer no node reads
     is left as it is: ONNX Runtime drops it at load, before the replacement, which would
     then fail."""
-    proto = onnx.load_from_string(model)
     read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
     wanted = {name for name in names if name in read}
     turned = {}
@@ -153,12 +152,14 @@ def external_constants_model(model: bytes, names: list[str]) -> tuple[bytes, dic
     return proto.SerializeToString(), turned
 
 
-def check_offsets_in_file(model: bytes, offsets: Any) -> list[dict[str, Any]]:
-    """The constant table, checked: well formed, inside the file, not overlapping, and each
-    range holding exactly the raw bytes of the initializer it names."""
+def check_offsets_in_file(model: bytes, offsets: Any) -> onnx.ModelProto:
+    """Check the constant table against the predict file: well formed, inside the file, not
+    overlapping, and each range holding exactly the raw bytes of the initializer it names.
+    Returns the parsed predict graph."""
     check_constant_offsets(offsets, len(model), "alpha_predict.onnx")
     try:
-        initializers = {t.name: t for t in onnx.load_from_string(model).graph.initializer}
+        proto = onnx.load_from_string(model)
+        initializers = {t.name: t for t in proto.graph.initializer}
     except Exception as error:  # noqa: BLE001 (any parse failure: not an ONNX model)
         raise LcsError(f"the predict graph is not a readable ONNX model ({type(error).__name__})",
                        "re-export the bundle") from None
@@ -167,6 +168,6 @@ def check_offsets_in_file(model: bytes, offsets: Any) -> list[dict[str, Any]]:
         if tensor is None or tensor.raw_data != model[entry["offset"]:entry["offset"] + entry["bytes"]]:
             raise LcsError(f"constant_offsets places {entry['name']!r} at byte {entry['offset']}, where the predict "
                            "graph does not hold that initializer", "re-export the bundle")
-    return offsets
+    return proto
 
 
