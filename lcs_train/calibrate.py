@@ -38,11 +38,7 @@ def calibration_alphas(model: nn.Module) -> list[float]:
     fixed = fixed_alpha_of(model)
     if fixed is not None:
         return [fixed]
-    method = model_method(model)
-    discrete = method.discrete_alphas()
-    if discrete is not None:
-        return list(discrete)
-    return [method.max_alpha * i / (CONTINUOUS_POINTS - 1) for i in range(CONTINUOUS_POINTS)]
+    return list(model_method(model).level_grid(CONTINUOUS_POINTS))
 
 
 @torch.no_grad()

@@ -78,13 +78,18 @@ class CompressionMethod:
         """The real compression at ``alpha`` in the method's own unit (sparsity, width, bits)."""
         return {}
 
-    def statistics_alphas(self) -> tuple[float, ...]:
-        """The alphas a kept BatchNorm stores running statistics at (one table row each):
-        every discrete level, else ``STATISTICS_POINTS`` evenly over [0, max_alpha]."""
+    def level_grid(self, points: int) -> tuple[float, ...]:
+        """Every discrete level, else ``points`` alphas evenly over [0, max_alpha]: the alphas
+        a pass over data visits to stand for all levels."""
         discrete = self.discrete_alphas()
         if discrete is not None:
-            return discrete
-        return tuple(self.max_alpha * i / (STATISTICS_POINTS - 1) for i in range(STATISTICS_POINTS))
+            return tuple(discrete)
+        return tuple(self.max_alpha * i / (points - 1) for i in range(points))
+
+    def statistics_alphas(self) -> tuple[float, ...]:
+        """The alphas a kept BatchNorm stores running statistics at (one table row each):
+        ``level_grid`` of ``STATISTICS_POINTS``."""
+        return self.level_grid(STATISTICS_POINTS)
 
     def statistics_position(self, alpha: Tensor, rows: int) -> Tensor:
         """Where ``alpha`` ([1]) falls on the statistics grid, as a fractional row index in
