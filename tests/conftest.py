@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 else:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
+THREADS = torch.get_num_threads()
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """Put back the worker's torch thread count after a test that changed it (the trainer's
+    ``--threads``, a test's own setting): a worker left on two threads beside another worker
+    oversubscribes the cores and slows every later test it runs several times over."""
+    yield
+    if torch.get_num_threads() != THREADS:
+        torch.set_num_threads(THREADS)
 
 
 def _cached(factory: pytest.TempPathFactory, kind: str, build: Callable[[Path, str, str], Path]) -> Callable[[str, str], Path]:

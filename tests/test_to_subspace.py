@@ -77,7 +77,6 @@ def test_converted_network_at_alpha_zero_computes_the_original() -> None:
 @pytest.mark.parametrize("method, levels", [(Unstructured(), [0.0, 0.9]), (Quantized(), [0.0, 0.6])])
 def test_torchvision_resnet18_trains_and_exports_to_onnx_with_parity(method, levels, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    torch.set_num_threads(2)
     images, labels = digits_rgb(96)
     model = to_subspace(torchvision.models.resnet18(num_classes=10), method, Line())
     losses = train_steps(model, images[:16], labels[:16], [0.0, levels[-1]], steps=4, lr=0.005)
