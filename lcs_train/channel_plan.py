@@ -26,13 +26,13 @@ with a message naming the layer and the operation.
 from __future__ import annotations
 
 import operator
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
-from torchvision.ops import StochasticDepth
 
 from lcs_train.errors import LcsError
 from lcs_train.layers import CompressibleConv2d, CompressibleLayer, CompressibleNorm, CompressibleWeighted
@@ -41,7 +41,7 @@ from lcs_train.layers import CompressibleConv2d, CompressibleLayer, Compressible
 PER_CHANNEL_MODULES = (
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid,
     nn.Tanh, nn.Identity, nn.Dropout, nn.Dropout2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, StochasticDepth,
+    nn.AdaptiveMaxPool2d,
 )
 #: Per-channel operations that map 0 to a non-zero value: every channel of their output can be
 #: non-zero, whatever their input keeps.
@@ -64,12 +64,20 @@ PRODUCTS = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
 COLLAPSING = {torch.flatten, torch.mean, "flatten", "mean", "view", "reshape", "squeeze"}
 
 
+def _stochastic_depth() -> tuple[type, ...]:
+    """torchvision's ``StochasticDepth`` type, if torchvision is loaded: a model cannot hold one
+    otherwise, and importing torchvision (which loads torch._dynamo) costs every command that
+    never builds a torchvision model more than a second at start-up."""
+    ops = sys.modules.get("torchvision.ops")
+    return (ops.StochasticDepth,) if ops is not None else ()
+
+
 class _LeafTracer(fx.Tracer):
     """Treats compressible layers as single operations (their insides are the method's), and
     stochastic depth too (its random mask depends on the module's training flag)."""
 
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, (CompressibleLayer, StochasticDepth)) or super().is_leaf_module(
+        return isinstance(module, (CompressibleLayer, *_stochastic_depth())) or super().is_leaf_module(
             module, qualified_name)
 
 
@@ -307,7 +315,7 @@ def _per_channel(node: fx.Node, layers: dict[str, nn.Module], inputs: list[fx.No
     shape = node.meta["tensor_meta"].shape
     same = all(_broadcasts_per_channel(tuple(n.meta["tensor_meta"].shape), tuple(shape)) for n in inputs)
     if node.op == "call_module":
-        return type(layers[node.target]) in PER_CHANNEL_MODULES and len(inputs) == 1
+        return type(layers[node.target]) in (*PER_CHANNEL_MODULES, *_stochastic_depth()) and len(inputs) == 1
     target = node.target if node.op == "call_function" else _target_name(node)
     if target in PER_CHANNEL_FUNCTIONS or (node.op == "call_method" and target in PER_CHANNEL_METHODS):
         return len(inputs) == 1
