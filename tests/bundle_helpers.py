@@ -62,6 +62,10 @@ def tree_state(path: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, i
     return state
 
 
+#: The levels of ``onnx_bundle`` (the sample apps' tests read them).
+APP_LEVELS = "0.0,0.5,0.9"
+
+
 def shared_bundle(factory: pytest.TempPathFactory, name: str, export: Callable[[Path], Any]) -> Path:
     """The bundle ``export(output)`` writes, exported once for the whole test run.
 
@@ -81,18 +85,19 @@ def shared_bundle(factory: pytest.TempPathFactory, name: str, export: Callable[[
     return output
 
 
-def onnx_bundle(factory: pytest.TempPathFactory, checkpoint: Path, dynamic_alpha: bool = True) -> Path:
-    """A real ONNX bundle of ``checkpoint`` (levels 0 and 0.5, plus the alpha graphs), written
-    once per run through ``export_bundle`` without validation. Copy it before changing it.
+def onnx_bundle(factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
+    """A real, validated ONNX bundle of ``checkpoint``, written once per run through
+    ``export_bundle``: level files at 0, 0.5 and 0.9 plus the alpha graphs (single graph and
+    switch-once pair), checked on 60 held-out samples. Copy it before changing it.
 
     Keyed by the checkpoint's content: the fixture checkpoints are seeded, so every worker's
-    copy of one is the same file."""
+    copy of one is the same file, and every module asking for one checkpoint's bundle (the
+    sample apps', the bundle-safety, fuzz and interruption tests) shares one export."""
     from lcs_export.export import ExportRequest, export_bundle
 
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
-    return shared_bundle(factory, f"onnx-bundle-{digest}-{'alpha' if dynamic_alpha else 'levels'}", lambda output:
-                         export_bundle(ExportRequest(target="onnx", checkpoint=checkpoint, output=output,
-                                                     levels="0.0,0.5", dynamic_alpha=dynamic_alpha, validate=False)))
+    return shared_bundle(factory, f"onnx-bundle-{digest}", lambda output: export_bundle(ExportRequest(
+        target="onnx", checkpoint=checkpoint, output=output, levels=APP_LEVELS, dynamic_alpha=True, samples=60)))
 
 
 def copy_bundle(bundle: Path, destination: Path) -> Path:

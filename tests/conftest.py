@@ -67,11 +67,9 @@ def trained_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[st
 def onnx_app_bundle(subspace_checkpoint: Callable[[str, str], Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unstructured line fixture as the sample apps load it: ONNX level files at 0, 0.5 and
     0.9 plus the alpha graphs (single graph and switch-once pair), validated on 60 held-out
-    samples. Exported once for the whole run (``bundle_helpers.shared_bundle``); tests that
-    change it work on a copy."""
-    from bundle_helpers import shared_bundle
-    from lcs_export.export import ExportRequest, export_bundle
+    samples (``bundle_helpers.onnx_bundle``: exported once for the whole run, and the same
+    bundle the bundle-safety, fuzz and interruption tests start from). Tests that change it
+    work on a copy."""
+    from bundle_helpers import onnx_bundle
 
-    checkpoint = subspace_checkpoint("unstructured", "line")
-    return shared_bundle(tmp_path_factory, "onnx-app-bundle", lambda output: export_bundle(ExportRequest(
-        target="onnx", checkpoint=checkpoint, output=output, levels="0.0,0.5,0.9", dynamic_alpha=True, samples=60)))
+    return onnx_bundle(tmp_path_factory, subspace_checkpoint("unstructured", "line"))

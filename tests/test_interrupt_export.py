@@ -1,6 +1,8 @@
 """Ctrl-C (SIGINT) and SIGKILL at every step of an export with --force over an old bundle.
 
-Each case runs the real ``python -m lcs_export.cli`` in a subprocess, stopped at one step
+Each case runs the real ``python -m lcs_export.cli`` in a subprocess (a TorchScript Lite
+export over an old ONNX bundle: staging, the swap and the clean-up are the same for every
+target, and this one starts and exports fastest), stopped at one step
 by the test-only hook ``LCS_TEST_PAUSE_AT`` (``lcs_export.atomic.PAUSE_STEPS``: staging
 made, artifacts written, manifest written, validated, swapped). The SIGINT and SIGKILL runs
 of one step go side by side. Afterwards the output must hold the untouched old bundle, or
@@ -47,7 +49,7 @@ def _start(checkpoint: Path, output: Path, step: str, pause_file: Path) -> subpr
     environment = {**os.environ, "PYTHONPATH": str(ROOT), "LCS_TEST_PAUSE_AT": step,
                    "LCS_TEST_PAUSE_FILE": str(pause_file), "LCS_TEST_PAUSE_SECONDS": "120"}
     return subprocess.Popen(
-        [sys.executable, "-m", "lcs_export.cli", "onnx", str(checkpoint), "--levels", "0.5", "-o", str(output),
+        [sys.executable, "-m", "lcs_export.cli", "torchscript-lite", str(checkpoint), "--levels", "0.5", "-o", str(output),
          "--force", "--samples", "20"],
         env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -66,7 +68,7 @@ def _wait_for(pause_file: Path, process: subprocess.Popen) -> None:
 
 def _is_new_complete_bundle(output: Path) -> bool:
     manifest = read_manifest(output)
-    return [a["path"] for a in manifest["artifacts"]] == ["level_alpha_0.5000.onnx"] and all(
+    return [a["path"] for a in manifest["artifacts"]] == ["level_alpha_0.5000.ptl"] and all(
         item.ok for item in check_integrity(output, manifest))
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 from onnx.reference import ReferenceEvaluator
 
-from lcs_export.manifest import artifact_usage
+from bundle_helpers import onnx_bundle
+from lcs_export.manifest import artifact_usage, read_manifest
 from lcs_train.materialize import materialize_level
 from lcs_train.data import load_dataset
 from lcs_train.errors import LcsError
@@ -23,7 +24,8 @@ from targets.inputs import Level
 #: One xdist worker runs this module, so its module-scoped exports are built once.
 pytestmark = pytest.mark.xdist_group("targets_onnx_ptl")
 
-#: (method, shape, level alphas): quantized levels at 8 and 4 bits.
+#: (method, shape, level alphas): quantized levels at 8 and 4 bits. The unstructured ONNX
+#: artifacts are the shared bundle's (``bundle_helpers.onnx_bundle``: levels 0, 0.5 and 0.9).
 CASES = {
     "unstructured": ("line", [0.0, 0.95]),
     "structured": ("line", [0.0, 0.75]),
@@ -43,11 +45,19 @@ def entry(artifact: Artifact) -> dict:
 
 @pytest.fixture(scope="module")
 def exported(subspace_checkpoint, tmp_path_factory):
-    """Per method: the subspace and every artifact of both targets (exported once)."""
+    """Per method: the subspace and every artifact of both targets (exported once; the
+    unstructured ONNX ones are the shared bundle's, read back from its manifest)."""
     cache: dict[tuple[str, str], tuple] = {}
 
     def get(method: str, target_name: str):
         key = (method, target_name)
+        if key == ("unstructured", "onnx"):
+            checkpoint = subspace_checkpoint(method, CASES[method][0])
+            directory = onnx_bundle(tmp_path_factory, checkpoint)
+            manifest = read_manifest(directory)
+            artifacts = [Artifact(a["path"], a["kind"], a["alphas"], a["details"], a["usage"])
+                         for a in manifest["artifacts"]]
+            cache[key] = (load_subspace(checkpoint)[0], directory, get_target(target_name), artifacts)
         if key not in cache:
             shape, alphas = CASES[method]
             model, _ = load_subspace(subspace_checkpoint(method, shape))
@@ -133,7 +143,9 @@ def test_onnx_level_through_the_reference_evaluator(exported, held_out) -> None:
 def test_quantized_onnx_levels_store_integers_and_shrink(exported) -> None:
     _, float_directory, _, float_artifacts = exported("unstructured", "onnx")
     _, directory, _, artifacts = exported("quantized", "onnx")
-    float_size = (float_directory / float_artifacts[0].path).stat().st_size
+    dense = next(a for a in float_artifacts if a.kind == "level" and a.alphas == [0.0])
+    assert dense.details["weight_storage"] == "float32"
+    float_size = (float_directory / dense.path).stat().st_size
     sizes = {}
     for artifact in (a for a in artifacts if a.kind == "level"):
         model = onnx.load(directory / artifact.path)
