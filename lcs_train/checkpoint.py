@@ -142,7 +142,13 @@ def load_checkpoint(path: str | Path, with_train_state: bool = False) -> Checkpo
 
 def load_model_state(model: nn.Module, state: dict[str, Tensor], source: str) -> None:
     """Load ``state`` into ``model``, turning any mismatch into one clear error."""
-    expected = model.state_dict()
+    check_model_state(model.state_dict(), state, source)
+    model.load_state_dict(state)
+
+
+def check_model_state(expected: dict[str, Tensor], state: dict[str, Tensor], source: str) -> None:
+    """Refuse ``state`` unless it has exactly the names, shapes and dtypes of ``expected`` (a
+    model's ``state_dict()``, which may live on the meta device)."""
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     common = set(expected) & set(state)
@@ -158,7 +164,6 @@ def load_model_state(model: nn.Module, state: dict[str, Tensor], source: str) ->
             f"(tensors {kind}: {', '.join(detail)}{hint})",
             "the file was edited or comes from another method or model; use the checkpoint as written",
         )
-    model.load_state_dict(state)
 
 
 def _field_hint(tensor_name: str) -> str:

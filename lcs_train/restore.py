@@ -5,9 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
+from torch.nn.modules.module import (
+    register_module_buffer_registration_hook,
+    register_module_parameter_registration_hook,
+)
 
-from lcs_train.checkpoint import Checkpoint, load_checkpoint, load_model_state
+from lcs_train.checkpoint import Checkpoint, check_model_state, load_checkpoint, load_model_state
 from lcs_train.errors import LcsError
 from lcs_train.methods import CompressionMethod, method_from_metadata
 from lcs_train.shapes import shape_from_name
@@ -35,12 +39,40 @@ def load_subspace(path: str | Path) -> tuple[nn.Module, Checkpoint]:
     (``lcs_train.subspace.check_model_alpha``).
     """
     checkpoint = load_checkpoint(path)
+    skeleton = _skeleton(checkpoint.metadata)
+    if skeleton is not None:
+        check_model_state(skeleton.state_dict(), checkpoint.model_state, str(path))
     model = model_from_metadata(checkpoint.metadata)
     load_model_state(model, checkpoint.model_state, str(path))
     set_schedule(model, 1.0, bool(checkpoint.metadata.get("activation_quantization", True)))
     mark_fixed_alpha(model, checkpoint.metadata["alpha"]["fixed"])
     model.eval()
     return model, checkpoint
+
+
+def _skeleton(metadata: dict[str, Any]) -> nn.Module | None:
+    """The network the metadata names with every parameter and buffer on the meta device
+    (shapes and dtypes, no memory), so that a file whose metadata names another or a huge
+    network is refused before any real allocation: a hostile edit naming
+    ``torchvision:regnet_y_128gf`` over a small file took 10 s and 8 GB to build before its
+    tensors were compared. Each tensor is moved as its module registers it (a builder's own
+    arithmetic, such as torchvision's RegNet widths, still runs on real values), so the peak
+    is one layer. None where a builder cannot run on meta tensors: the real build then does
+    the same check."""
+    def to_meta(_: nn.Module, __: str, tensor: Tensor | None) -> Tensor | None:
+        if tensor is None or tensor.is_meta:
+            return None
+        meta = tensor.to("meta")
+        return nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+
+    hooks = [register_module_parameter_registration_hook(to_meta), register_module_buffer_registration_hook(to_meta)]
+    try:
+        return model_from_metadata(metadata)
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None
+    finally:
+        for hook in hooks:
+            hook.remove()
 
 
 def checkpoint_method(checkpoint: Checkpoint) -> CompressionMethod:

@@ -120,3 +120,39 @@ def test_only_dead_writers_temporaries_of_the_same_file_are_removed(tmp_path: Pa
     files_module.atomic_write_bytes(target, b"new")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, foreign.name, "run"])
     assert target.read_bytes() == b"new"
+
+
+#: A child that loads the file it is given and prints its peak resident memory (MiB).
+PEAK_LOADER = """
+import resource, sys
+from lcs_train.errors import LcsError
+from lcs_train.restore import load_subspace
+try:
+    load_subspace(sys.argv[1])
+    print("loaded")
+except LcsError as error:
+    print("refused:", error.message)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_metadata_naming_a_huge_network_is_refused_before_it_is_built(
+    subspace_checkpoint: Callable[[str, str], Path], tmp_path: Path
+) -> None:
+    """An edited file (digest recomputed) whose metadata names torchvision's RegNetY-128GF
+    (645 M weights; as a line subspace, 8 GB to build) over a small network's tensors: the
+    tensors are compared with the network built on the meta device, so the refusal comes
+    before any of it is allocated."""
+    import subprocess
+    import sys
+
+    from train_helpers import python_env, rewrite_checkpoint
+
+    hostile = rewrite_checkpoint(subspace_checkpoint("unstructured", "line"), tmp_path / "hostile.safetensors",
+                                 lambda metadata: metadata["model"].update(name="torchvision:regnet_y_128gf"))
+    done = subprocess.run([sys.executable, "-c", PEAK_LOADER, str(hostile)], capture_output=True, text=True,
+                          timeout=300, env=python_env())
+    assert done.returncode == 0, done.stderr
+    verdict, peak = done.stdout.strip().splitlines()
+    assert verdict.startswith("refused:") and "does not match the network its metadata describes" in verdict
+    assert int(peak) < 2048, f"peak {peak} MiB: the network was built before its tensors were checked"
