@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 from bundle_helpers import copy_bundle, run_cli
 
+#: One xdist worker runs this module, so its module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("bench")
+
 ROOT = Path(__file__).resolve().parent.parent
 #: Short settings: the fields are what is tested, not the figures.
 QUICK = ["--rounds", "1", "--burst", "2", "--warmup", "1", "--repeats", "3"]

@@ -20,6 +20,9 @@ from lcs_train.layers import CompressibleWeighted
 from lcs_train.subspace import compressible_layers
 from lcs_train.train import Trainer
 
+#: One xdist worker runs this module, so its module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("compare")
+
 FIXED_ALPHA = 0.5
 
 

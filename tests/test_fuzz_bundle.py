@@ -37,6 +37,9 @@ import pytest
 from bundle_helpers import copy_bundle, onnx_bundle, run_cli, tree_state
 from lcs_export.bundle import MANIFEST_NAME, PARITY_NAME, file_facts
 
+#: One xdist worker runs this module, so its module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("fuzz_bundle")
+
 SEED = 20261129
 INSPECT_CASES = 300
 VALIDATE_CASES = 24

@@ -33,6 +33,9 @@ logging.getLogger("coremltools").setLevel(logging.ERROR)
 from coremltools.converters.mil import Builder as mb  # noqa: E402
 import coremltools.optimize.coreml as cto  # noqa: E402
 
+#: One xdist worker runs this module, so its module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("mil_interpreter")
+
 FP32, FP16 = ct.precision.FLOAT32, ct.precision.FLOAT16
 
 

@@ -35,6 +35,9 @@ from lcs_export.cli import build_app
 from lcs_train import at_alpha, load_subspace
 from targets.onnx import patch_constants
 
+#: One xdist worker runs this module, so its module-scoped fixtures are built once.
+pytestmark = pytest.mark.xdist_group("web_app")
+
 REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "sample_apps" / "web"
 CHROMIUM = Path("/usr/bin/chromium")
