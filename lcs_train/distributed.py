@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -153,7 +154,8 @@ _ranks_in_step = False
 
 @contextlib.contextmanager
 def statistics_across_ranks(layout: Distributed) -> Iterator[None]:
-    """Within the block, batch statistics (``global_range``) cover the global batch."""
+    """Within the block, batch statistics (``global_range``, ``global_moments``) cover the
+    global batch."""
     global _ranks_in_step
     previous, _ranks_in_step = _ranks_in_step, layout.active
     try:
@@ -171,6 +173,39 @@ def global_range(low_high: Tensor) -> Tensor:
     packed = torch.stack([low_high[0], -low_high[1]])
     dist.all_reduce(packed, op=dist.ReduceOp.MIN)
     return torch.stack([packed[0], -packed[1]])
+
+
+def global_moments(x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Per-channel mean and biased variance of ``x`` [N, C, ...] over every rank's slice of
+    the global batch, as one process computes them over the whole batch (what a kept
+    BatchNorm normalises with in training), differentiable through the all-reduces; None
+    outside a data-parallel step, where the batch's own statistics are the global ones.
+
+    Two passes (the mean, then the squared deviations from it), as a single-process batch
+    norm computes them: E[x^2] - E[x]^2 in float32 loses digits when the mean is large."""
+    if not _ranks_in_step:
+        return None
+    # The autograd-aware all-reduce: its backward all-reduces the gradient, which is what
+    # the sum of every rank's loss needs. torch marks it deprecated for the functional
+    # collectives, whose autograd support is not public; the warning would repeat per layer.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_reduce as _differentiable_all_reduce
+
+    def all_reduce(tensor: Tensor) -> Tensor:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return _differentiable_all_reduce(tensor)
+
+    dims = [0, *range(2, x.dim())]
+    values = x.float()
+    count = torch.full((1,), values.numel() / values.shape[1], device=x.device)
+    total = all_reduce(torch.cat([values.sum(dims), count]))
+    mean = total[:-1] / total[-1]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    deviation = values - mean.reshape(shape)
+    var = all_reduce((deviation * deviation).sum(dims)) / total[-1]
+    return mean, var
 
 
 def agree(layout: Distributed, ok: bool, device: torch.device) -> bool:

@@ -330,7 +330,8 @@ class CompressibleBatchNorm(CompressibleNorm):
     (US-Nets' observation). ``lcs_train.calibrate.recalibrate_batch_norm`` fills the table
     from data after training; the training loop does so before every checkpoint.
 
-    Statistics are per full channel: a structured level that keeps the first k channels
+    Under data-parallel training the batch statistics are those of the global batch, all-reduced
+    across ranks (``lcs_train.distributed.global_moments``). Statistics are per full channel: a structured level that keeps the first k channels
     keeps their statistics. ``explicit_affine`` (the alpha-input graphs) writes the
     normalisation as multiply-adds, since Core ML's batch_norm needs constant statistics.
     """
@@ -398,7 +399,18 @@ class CompressibleBatchNorm(CompressibleNorm):
             y = F.batch_norm(x, mean, var, scale, shift, True, 1.0 / (batches + 1), self.eps)
             self.recording = (mean, var, batches + 1)
         elif self.training:
-            y = F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
+            from lcs_train.distributed import global_moments
+
+            moments = global_moments(x)
+            if moments is None:
+                y = F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)
+            else:
+                # A data-parallel step: normalise with the global batch's statistics, so
+                # every rank computes what one process does (no per-rank BatchNorm drift).
+                mean, var = moments
+                factor = scale * torch.rsqrt(var + self.eps)
+                shape = [1, -1] + [1] * (x.dim() - 2)
+                y = (x - mean.reshape(shape).to(x.dtype)) * factor.reshape(shape) + shift.reshape(shape)
         else:
             mean, var = self.level_statistics(alpha)
             if self.explicit_affine:

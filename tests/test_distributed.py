@@ -56,16 +56,19 @@ def write_noise_folder(root: Path, per_class: int = 16) -> Path:
     return root
 
 
-def test_two_gloo_processes_match_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method, norm", [("quantized", "group"), ("unstructured", "batch")])
+def test_two_gloo_processes_match_one_process(tmp_path: Path, method: str, norm: str) -> None:
     # 32 training images in batches of 7: global batches split 4 / 3, the last (4 images)
     # 2 / 2; shifts and flips exercise augmentation of the global batch before the split.
-    # A quantized line (one case keeps the test's cost down) covers both things a rank could
-    # get wrong alone: the line's cos^2 regulariser must be added once, after the all-reduce,
-    # and every rank's running activation ranges must follow the global batch (they are
-    # compared too; activation quantization is on after 40 % of the steps).
+    # A quantized line covers two things a rank could get wrong alone: the line's cos^2
+    # regulariser must be added once, after the all-reduce, and every rank's running
+    # activation ranges must follow the global batch (they are compared too; activation
+    # quantization is on after 40 % of the steps). A line with kept BatchNorms covers the
+    # third: it must normalise with the global batch's statistics, not its slice's, and take
+    # the gradient through them (GroupNorm has nothing shared across samples).
     root = write_noise_folder(tmp_path / "data")
-    config = tiny_config("quantized", "line", epochs=1, dataset="imagefolder", data_dir=str(root), image_size=8,
-                         batch_size=7, augment_shift=1, compression_warmup=0.4)
+    config = tiny_config(method, "line", epochs=1, dataset="imagefolder", data_dir=str(root), image_size=8,
+                         batch_size=7, augment_shift=1, compression_warmup=0.4, norm=norm)
     single = Trainer(config, tmp_path / "single.safetensors")
     initial = {k: v.clone() for k, v in single.model.state_dict().items()}
     single.fit()
