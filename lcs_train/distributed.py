@@ -185,27 +185,27 @@ def global_moments(x: Tensor) -> tuple[Tensor, Tensor] | None:
     norm computes them: E[x^2] - E[x]^2 in float32 loses digits when the mean is large."""
     if not _ranks_in_step:
         return None
-    # The autograd-aware all-reduce: its backward all-reduces the gradient, which is what
-    # the sum of every rank's loss needs. torch marks it deprecated for the functional
-    # collectives, whose autograd support is not public; the warning would repeat per layer.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        from torch.distributed.nn.functional import all_reduce as _differentiable_all_reduce
-
-    def all_reduce(tensor: Tensor) -> Tensor:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return _differentiable_all_reduce(tensor)
-
     dims = [0, *range(2, x.dim())]
     values = x.float()
     count = torch.full((1,), values.numel() / values.shape[1], device=x.device)
-    total = all_reduce(torch.cat([values.sum(dims), count]))
+    total = _all_reduce_with_gradient(torch.cat([values.sum(dims), count]))
     mean = total[:-1] / total[-1]
     shape = [1, -1] + [1] * (x.dim() - 2)
     deviation = values - mean.reshape(shape)
-    var = all_reduce((deviation * deviation).sum(dims)) / total[-1]
+    var = _all_reduce_with_gradient((deviation * deviation).sum(dims)) / total[-1]
     return mean, var
+
+
+def _all_reduce_with_gradient(tensor: Tensor) -> Tensor:
+    """The sum over ranks, whose backward all-reduces the gradient: what the sum of every
+    rank's loss needs. torch marks this autograd-aware all-reduce deprecated in favour of the
+    functional collectives, whose autograd support is not public; the warning would repeat
+    for every layer of every step."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_reduce
+
+        return all_reduce(tensor)
 
 
 def agree(layout: Distributed, ok: bool, device: torch.device) -> bool:

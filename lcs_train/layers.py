@@ -330,9 +330,9 @@ class CompressibleBatchNorm(CompressibleNorm):
     (US-Nets' observation). ``lcs_train.calibrate.recalibrate_batch_norm`` fills the table
     from data after training; the training loop does so before every checkpoint.
 
-    Under data-parallel training the batch statistics are those of the global batch, all-reduced
-    across ranks (``lcs_train.distributed.global_moments``). Statistics are per full channel: a structured level that keeps the first k channels
-    keeps their statistics. ``explicit_affine`` (the alpha-input graphs) writes the
+    Under data-parallel training the batch statistics are those of the global batch,
+    all-reduced across ranks (``lcs_train.distributed.global_moments``). Statistics are per
+    full channel: a structured level that keeps the first k channels keeps their statistics. ``explicit_affine`` (the alpha-input graphs) writes the
     normalisation as multiply-adds, since Core ML's batch_norm needs constant statistics.
     """
 
@@ -407,18 +407,21 @@ class CompressibleBatchNorm(CompressibleNorm):
             else:
                 # A data-parallel step: normalise with the global batch's statistics, so
                 # every rank computes what one process does (no per-rank BatchNorm drift).
-                mean, var = moments
-                factor = scale * torch.rsqrt(var + self.eps)
-                shape = [1, -1] + [1] * (x.dim() - 2)
-                y = (x - mean.reshape(shape).to(x.dtype)) * factor.reshape(shape) + shift.reshape(shape)
+                y = self._multiply_add(x, *moments, scale, shift)
         else:
             mean, var = self.level_statistics(alpha)
             if self.explicit_affine:
-                factor = scale * torch.rsqrt(var + self.eps)
-                y = x * factor.reshape(1, -1, 1, 1) + (shift - mean * factor).reshape(1, -1, 1, 1)
+                y = self._multiply_add(x, mean, var, scale, shift)
             else:
                 y = F.batch_norm(x, mean, var, scale, shift, False, 0.0, self.eps)
         return self.method.output(self, y, alpha)
+
+    def _multiply_add(self, x: Tensor, mean: Tensor, var: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        """The normalisation written as one multiply-add per channel (differentiable in the
+        statistics too, where ``F.batch_norm`` takes given statistics as constants)."""
+        factor = scale * torch.rsqrt(var + self.eps)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        return x * factor.reshape(shape) + (shift - mean * factor).reshape(shape)
 
     def plain(self, scale: Tensor, shift: Tensor, mean: Tensor | None = None,  # type: ignore[override]
               var: Tensor | None = None) -> nn.Module:
