@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.modules.utils import _pair
 
+from lcs_train.distributed import global_moments
 from lcs_train.methods.base import CompressionMethod
 from lcs_train.shapes import Line, Point, line_position
 
@@ -332,8 +333,9 @@ class CompressibleBatchNorm(CompressibleNorm):
 
     Under data-parallel training the batch statistics are those of the global batch,
     all-reduced across ranks (``lcs_train.distributed.global_moments``). Statistics are per
-    full channel: a structured level that keeps the first k channels keeps their statistics. ``explicit_affine`` (the alpha-input graphs) writes the
-    normalisation as multiply-adds, since Core ML's batch_norm needs constant statistics.
+    full channel: a structured level that keeps the first k channels keeps their statistics.
+    ``explicit_affine`` (the alpha-input graphs) writes the normalisation as multiply-adds,
+    since Core ML's batch_norm needs constant statistics.
     """
 
     KINDS = ("batch",)
@@ -399,8 +401,6 @@ class CompressibleBatchNorm(CompressibleNorm):
             y = F.batch_norm(x, mean, var, scale, shift, True, 1.0 / (batches + 1), self.eps)
             self.recording = (mean, var, batches + 1)
         elif self.training:
-            from lcs_train.distributed import global_moments
-
             moments = global_moments(x)
             if moments is None:
                 y = F.batch_norm(x, None, None, scale, shift, True, 0.0, self.eps)

@@ -51,7 +51,7 @@ def exported(subspace_checkpoint, tmp_path_factory):
 
     def get(method: str, target_name: str):
         key = (method, target_name)
-        if key == ("unstructured", "onnx"):
+        if key == ("unstructured", "onnx") and key not in cache:
             checkpoint = subspace_checkpoint(method, CASES[method][0])
             directory = onnx_bundle(tmp_path_factory, checkpoint)
             manifest = read_manifest(directory)

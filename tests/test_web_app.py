@@ -30,6 +30,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from bundle_helpers import APP_LEVELS
 from lcs_export.app import make_server
 from lcs_export.cli import build_app
 from lcs_train import at_alpha, load_subspace
@@ -42,7 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 WEB = REPO / "sample_apps" / "web"
 CHROMIUM = Path("/usr/bin/chromium")
 REPORT_DIR = REPO / "runs" / "web-app-test"
-LEVELS = "0.0,0.5,0.9"
 #: In-between alphas the switch-once and alpha-input paths are checked at.
 ALPHAS = [0.25, 0.7]
 #: The alpha the JavaScript byte-patching test reproduces Python's bytes at.
@@ -76,8 +76,8 @@ def checkpoint(subspace_checkpoint: Callable[[str, str], Path]) -> Path:
 def onnx_bundle(onnx_app_bundle: Path) -> Path:
     """Three level files plus the single alpha graph and the switch-once pair, validated; the
     pruned levels (0.5, 0.9) store their weights as a bit mask plus values (folded at load)."""
-    assert LEVELS == "0.0,0.5,0.9"  # what conftest's onnx_app_bundle exports
     manifest = json.loads((onnx_app_bundle / "manifest.json").read_text())
+    assert [level["alpha"] for level in manifest["levels"]] == [float(a) for a in APP_LEVELS.split(",")]
     storage = [a["details"]["weight_storage"] for a in manifest["artifacts"] if a["kind"] == "level"]
     assert storage == ["float32", "float32_bitmask", "float32_bitmask"]
     return onnx_app_bundle
