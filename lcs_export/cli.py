@@ -97,7 +97,9 @@ Samples = Annotated[int | None, typer.Option(
 MinAgreement = Annotated[float, typer.Option(
     "--min-agreement", help="float levels: minimum top-1 agreement with PyTorch (fraction)")]
 MaxLogitDiff = Annotated[float, typer.Option(
-    "--max-logit-diff", help="float levels: maximum |logit difference| from PyTorch")]
+    "--max-logit-diff", help="float levels: maximum |logit difference| from PyTorch (raised by --float-error-factor where PyTorch's own float32 error is larger)")]
+FloatErrorFactor = Annotated[float, typer.Option(
+    "--float-error-factor", help="float levels: where a difference is over --max-logit-diff, allow this many times PyTorch's own float32 error (against float64) on the images that differ most; 0 keeps --max-logit-diff fixed")]
 MinAgreementQuantized = Annotated[float, typer.Option(
     "--min-agreement-quantized", help="quantized levels: minimum top-1 agreement with PyTorch (fraction)")]
 MaxAccuracyDrop = Annotated[float, typer.Option(
@@ -116,6 +118,7 @@ def _tolerance_parameters() -> list[inspect.Parameter]:
     return [
         _keyword("min_agreement", MinAgreement, _DEFAULTS.float_agreement),
         _keyword("max_logit_diff", MaxLogitDiff, _DEFAULTS.float_max_logit_diff),
+        _keyword("float_error_factor", FloatErrorFactor, _DEFAULTS.float_error_factor),
         _keyword("min_agreement_quantized", MinAgreementQuantized, _DEFAULTS.quantized_agreement),
         _keyword("max_accuracy_drop", MaxAccuracyDrop, _DEFAULTS.quantized_accuracy_drop),
     ]
@@ -125,6 +128,7 @@ def _tolerance_parameters() -> list[inspect.Parameter]:
 _TOLERANCE_RANGES = {
     "min_agreement": ("--min-agreement", 0.0, 1.0),
     "max_logit_diff": ("--max-logit-diff", 0.0, math.inf),
+    "float_error_factor": ("--float-error-factor", 0.0, math.inf),
     "min_agreement_quantized": ("--min-agreement-quantized", 0.0, 1.0),
     "max_accuracy_drop": ("--max-accuracy-drop", 0.0, 1.0),
 }
@@ -139,7 +143,7 @@ def _tolerances(values: dict[str, Any]) -> Tolerances:
             bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"a finite number >= {low:g}"
             raise LcsError(f"{flag} {value:g} is out of range", f"give {flag} {bound}")
     return Tolerances(values["min_agreement"], values["max_logit_diff"],
-                      values["min_agreement_quantized"], values["max_accuracy_drop"])
+                      values["min_agreement_quantized"], values["max_accuracy_drop"], values["float_error_factor"])
 
 
 def _export_parameters(options: list[OptionSpec]) -> list[inspect.Parameter]:
@@ -289,6 +293,7 @@ def validate_command(
     samples: Samples = None,
     min_agreement: MinAgreement = _DEFAULTS.float_agreement,
     max_logit_diff: MaxLogitDiff = _DEFAULTS.float_max_logit_diff,
+    float_error_factor: FloatErrorFactor = _DEFAULTS.float_error_factor,
     min_agreement_quantized: MinAgreementQuantized = _DEFAULTS.quantized_agreement,
     max_accuracy_drop: MaxAccuracyDrop = _DEFAULTS.quantized_accuracy_drop,
     json_output: JsonOutput = False,
@@ -299,6 +304,7 @@ def validate_command(
     console = output_console(json_output)
     with _command_errors(debug):
         tolerances = _tolerances({"min_agreement": min_agreement, "max_logit_diff": max_logit_diff,
+                                  "float_error_factor": float_error_factor,
                                   "min_agreement_quantized": min_agreement_quantized,
                                   "max_accuracy_drop": max_accuracy_drop})
         with make_progress() as progress:

@@ -229,6 +229,7 @@ def _run_checks(copy: Path, manifest: dict[str, Any], model: nn.Module, held_out
             reports.append(compare(
                 logits, reference, held_out.labels, artifact=entry["path"], kind=entry["kind"], alpha=alpha,
                 reference_alpha=reference_alpha, regime=regime, tolerances=tolerances, runtime=runtime,
+                float_error=references.float_error(reference_alpha),
             ))
         if progress is not None:
             progress.advance(task)

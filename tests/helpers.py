@@ -199,15 +199,15 @@ def artifact_parity(target, directory: Path, artifact, model: nn.Module, images:
                     labels: torch.Tensor, compression: dict):
     """The project's parity reports (``lcs_export.parity.compare``, default tolerances) of one
     exported artifact against the subspace in PyTorch, one per alpha the artifact serves."""
-    from lcs_export.parity import Tolerances, compare, parity_regime, reference_logits, run_batched
+    from lcs_export.parity import ReferenceCache, Tolerances, compare, parity_regime, run_batched
 
     entry = {"path": artifact.path, "kind": artifact.kind, "alphas": artifact.alphas, "details": artifact.details}
     runner = target.load(directory, entry)
+    references = ReferenceCache(model, images.numpy())
     reports = []
     for alpha in artifact.alphas:
         got = run_batched(runner.run, images.numpy(), alpha)
-        expected = reference_logits(model, images.numpy(), alpha)
-        reports.append(compare(got, expected, labels.numpy(), artifact=artifact.path, kind=artifact.kind, alpha=alpha,
-                               reference_alpha=alpha, regime=parity_regime(compression, artifact.details),
-                               tolerances=Tolerances()))
+        reports.append(compare(got, references(alpha), labels.numpy(), artifact=artifact.path, kind=artifact.kind,
+                               alpha=alpha, reference_alpha=alpha, regime=parity_regime(compression, artifact.details),
+                               tolerances=Tolerances(), float_error=references.float_error(alpha)))
     return reports

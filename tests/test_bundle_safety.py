@@ -60,7 +60,7 @@ def test_force_with_failing_parity_keeps_the_old_bundle(bundle: Path, checkpoint
     output = copy_bundle(bundle, tmp_path / "out")
     before = tree_state(output)
     result = run_cli("onnx", checkpoint, "--levels", "0.5", "-o", output, "--force", "--samples", SAMPLES,
-                     "--max-logit-diff", "0")
+                     "--max-logit-diff", "0", "--float-error-factor", "0")
     assert result.code == 1
     _one_line(result, "parity failed", f"nothing written at {output}")
     assert "parity" in result.stdout.lower()  # the failing table was still shown
@@ -70,7 +70,7 @@ def test_force_with_failing_parity_keeps_the_old_bundle(bundle: Path, checkpoint
 
 def test_a_new_output_that_fails_parity_is_not_created(checkpoint: Path, tmp_path: Path) -> None:
     result = run_cli("onnx", checkpoint, "--levels", "0", "-o", tmp_path / "new", "--samples", SAMPLES,
-                     "--max-logit-diff", "0")
+                     "--max-logit-diff", "0", "--float-error-factor", "0")
     assert result.code == 1 and not (tmp_path / "new").exists()
     assert list(tmp_path.iterdir()) == []
 

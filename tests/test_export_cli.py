@@ -238,12 +238,14 @@ def test_a_swapped_artifact_with_a_matching_sha256_fails_parity(bundle: Path, tm
 
 def test_validate_tolerances_are_options(bundle: Path, tmp_path: Path) -> None:
     copy = _copy(bundle, tmp_path)
-    # A threshold no runtime meets exactly turns every float level into a failure.
-    result = invoke("validate", copy, "--samples", "30", "--max-logit-diff", "0")
+    # A threshold no runtime meets exactly, not raised to PyTorch's own float32 error, turns
+    # every float level into a failure.
+    result = invoke("validate", copy, "--samples", "30", "--max-logit-diff", "0", "--float-error-factor", "0")
     assert result.exit_code == 1 and "parity failed" in result.output
     # Thresholds that are not finite or out of range are user errors, refused before any work.
     for flag, value in (("--max-logit-diff", "-1"), ("--max-logit-diff", "inf"), ("--min-agreement", "nan"),
-                        ("--min-agreement", "1.5"), ("--max-accuracy-drop", "-0.1")):
+                        ("--min-agreement", "1.5"), ("--max-accuracy-drop", "-0.1"),
+                        ("--float-error-factor", "-1"), ("--float-error-factor", "nan")):
         result = invoke("validate", copy, flag, value)
         assert result.exit_code == 2 and f"{flag} {value} is out of range" in result.output, result.output
 

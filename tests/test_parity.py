@@ -42,6 +42,44 @@ def test_float_levels_fail_on_a_small_logit_drift_even_when_top1_agrees(logits: 
     assert report.failures == ["max |logit diff| 0.002 > 0.001"]
 
 
+def test_a_float_threshold_is_raised_only_to_what_float32_itself_can_meet(
+        logits: tuple[np.ndarray, np.ndarray]) -> None:
+    reference, labels = logits
+    drifted = reference.copy()
+    drifted[7] += 0.03  # one image differs most
+    asked: list[np.ndarray] = []
+
+    def error(rows: np.ndarray) -> float:
+        asked.append(rows)
+        return 0.02
+
+    report = compare(drifted, reference, labels, artifact="a.onnx", kind="level", alpha=0.5, reference_alpha=0.5,
+                     regime="float", tolerances=Tolerances(), float_error=error)
+    assert report.passed and report.reference_float32_error == 0.02
+    assert report.thresholds["max_logit_diff"] == pytest.approx(0.04)
+    assert 7 in asked[0] and len(asked[0]) == 64 and list(asked[0]) == sorted(asked[0])
+    assert report.to_dict()["reference_float32_error"] == 0.02
+    # Twice that error is the limit; the message says where the threshold came from.
+    drifted[7] += 0.03
+    report = compare(drifted, reference, labels, artifact="a.onnx", kind="level", alpha=0.5, reference_alpha=0.5,
+                     regime="float", tolerances=Tolerances(), float_error=error)
+    assert report.failures == ["max |logit diff| 0.06 > 0.04 (2x PyTorch's own float32 error 0.02 on these images)"]
+    # A well-conditioned level keeps the fixed threshold, and a difference under it is never
+    # measured against float64; factor 0 turns the raise off.
+    tiny = compare(reference + 2e-3, reference, labels, artifact="a.onnx", kind="level", alpha=0.5,
+                   reference_alpha=0.5, regime="float", tolerances=Tolerances(), float_error=lambda rows: 1e-6)
+    assert tiny.failures == ["max |logit diff| 0.002 > 0.001"] and tiny.reference_float32_error == 1e-6
+
+    def never(rows: np.ndarray) -> float:
+        raise AssertionError("measured although the difference was under the threshold")
+
+    assert compare(reference + 1e-5, reference, labels, artifact="a.onnx", kind="level", alpha=0.5,
+                   reference_alpha=0.5, regime="float", tolerances=Tolerances(), float_error=never).passed
+    off = compare(drifted, reference, labels, artifact="a.onnx", kind="level", alpha=0.5, reference_alpha=0.5,
+                  regime="float", tolerances=Tolerances(float_error_factor=0), float_error=never)
+    assert not off.passed and off.reference_float32_error is None and "reference_float32_error" not in off.to_dict()
+
+
 def test_quantized_levels_tolerate_a_few_flips_but_not_an_accuracy_drop(logits: tuple[np.ndarray, np.ndarray]) -> None:
     reference, labels = logits
     flipped = reference.copy()
