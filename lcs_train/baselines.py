@@ -6,10 +6,11 @@ structured subspaces use (the widest, the narrowest and two random widths in bet
 unlike them, with *in-place distillation*: the widest network learns from the labels, every
 narrower one from the widest one's predictions (soft targets, no gradient into the teacher).
 
-What it does not copy from US-Nets: BatchNorm. lcs trains structured networks with
-InstanceNorm (no running statistics, so no per-width recalibration), and so does this
-baseline; the paper compared against US-Nets without BN recalibration. With the norm the
-same, what separates it from an LCS+P structured subspace is the distillation.
+Its normalisation follows ``--norm`` as a subspace's does. With InstanceNorm (lcs's
+structured default for networks built without BatchNorm; the paper compared against US-Nets
+without BN recalibration) what separates it from an LCS+P structured subspace is the
+distillation. With kept BatchNorm it is US-Nets' own recipe: after each epoch every width's
+statistics are recalibrated into the per-level table (``Trainer.recalibrate``).
 
 (``--fixed-alpha`` baselines are ordinary networks at one level: ``TrainConfig.fixed_alpha``.)
 """

@@ -6,19 +6,27 @@ known exactly); the subspace is ``subspace_checkpoint``'s seeded, calibrated net
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import tiny_config
+from torch import nn
+
+from helpers import artifact_parity, tiny_config
 from train_helpers import assert_one_line_error, rewrite_checkpoint, run_cli
 
+from lcs_export.export import build_levels
+from lcs_train.calibrate import batch_norm_layers
 from lcs_train.compression import magnitude_keep
 from lcs_train.layers import CompressibleWeighted
 from lcs_train.subspace import compressible_layers
-from lcs_train.train import Trainer
+from lcs_train.materialize import materialize_level
+from lcs_train.restore import load_subspace
+from lcs_train.train import RECALIBRATION_BATCH, Trainer
+from targets import get_target
 
 #: One xdist worker runs this module, so its module-scoped fixtures are built once.
 pytestmark = pytest.mark.xdist_group("compare")
@@ -151,6 +159,57 @@ def test_a_universally_slimmable_baseline_distils_and_compares_by_width(
     entry = report["checkpoints"][1]
     assert entry["role"] == "universally slimmable baseline" and entry["fixed_alpha"] is None
     assert [round(level["x"], 2) for level in entry["levels"]] == [1.0, 0.5, 0.25]
+
+
+def test_a_universally_slimmable_baseline_with_batch_norm_keeps_statistics_per_width(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, subspace_checkpoint: Callable[[str, str], Path],
+) -> None:
+    """US-Nets' own normalisation: BatchNorm, its statistics recalibrated per width after
+    training. Each width's row is what a direct recalibration of that width's narrowed
+    network gives, eval and compare use them, and a narrowed level exports with parity."""
+    path = tmp_path / "us-batch.safetensors"
+    trainer = Trainer(tiny_config("structured", "point", epochs=1, batch_size=4096, baseline="us", norm="batch"), path)
+    trainer.fit()
+    assert trainer.norm == "batch"
+    model, _ = load_subspace(path)
+    norms = batch_norm_layers(model)
+    assert norms and all(n.level_mean.shape[0] == len(n.method.statistics_alphas()) for n in norms)
+    images = trainer.recalibration_images()
+    grid = norms[0].method.statistics_alphas()
+    for row in (0, len(grid) - 1):
+        # The level as materialised from the table, against the same narrowed network whose
+        # own BatchNorms are recalibrated directly on the same images.
+        level = materialize_level(model, grid[row], list(images.shape[1:]))
+        direct = copy.deepcopy(level)
+        plain = [m for m in direct.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert len(plain) == len(norms)
+        for norm in plain:
+            norm.reset_running_stats()
+            norm.momentum = None
+            norm.train()
+        with torch.no_grad():
+            for start in range(0, len(images), RECALIBRATION_BATCH):
+                direct(images[start:start + RECALIBRATION_BATCH])
+        tabled = [m for m in level.modules() if isinstance(m, nn.BatchNorm2d)]
+        for got, expected in zip(tabled, plain):
+            assert torch.allclose(got.running_mean, expected.running_mean, atol=1e-4), row
+            assert torch.allclose(got.running_var, expected.running_var, atol=1e-4, rtol=1e-4), row
+    assert not torch.allclose(norms[-1].level_var[0], norms[-1].level_var[-1])  # the widths' statistics differ
+    out = tmp_path / "compare"
+    result = run_cli(capsys, "compare", str(subspace_checkpoint("structured", "point")), str(path),
+                     "--alphas", "0,0.5,0.75", "--out", str(out))
+    assert result.code == 0, result.stderr
+    entry = json.loads((out / "compare.json").read_text())["checkpoints"][1]
+    assert entry["role"] == "universally slimmable baseline"
+    assert [round(level["x"], 2) for level in entry["levels"]] == [1.0, 0.5, 0.25]
+    held_out, labels = trainer.dataset.held_out()
+    level = build_levels(model, [0.5], list(held_out.shape[1:]))
+    target = get_target("onnx")
+    (tmp_path / "onnx").mkdir()
+    artifacts = target.export_levels(level, held_out[:1], tmp_path / "onnx", target.parse_options({}))
+    reports = artifact_parity(target, tmp_path / "onnx", artifacts[0], model, held_out[:200], labels[:200],
+                              level[0].compression)
+    assert [r.alpha for r in reports] == [0.5] and all(r.passed for r in reports), [r.failures for r in reports]
 
 
 @pytest.mark.parametrize(
