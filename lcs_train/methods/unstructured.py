@@ -53,10 +53,11 @@ class Unstructured(CompressionMethod):
         # The same mask as magnitude_mask (keep |w| > k-th smallest |w|), threshold found
         # through the tables; unstructured folds no output mask, so this is all of ``folded``.
         weight = layer.interpolated("weight", alpha)
-        with torch.no_grad():
-            magnitudes = weight.detach().abs()
-            threshold = tables.threshold(magnitudes, alpha, self.sparsity(layer, alpha))
-            mask = (magnitudes > threshold).to(weight.dtype)
+        # Detached inputs rather than a no_grad block: torch.export records every grad-mode
+        # switch as a subgraph it splits out and inlines again, about 1 s per alpha graph.
+        magnitudes = weight.detach().abs()
+        threshold = tables.threshold(magnitudes, alpha, self.sparsity(layer, alpha).detach())
+        mask = (magnitudes > threshold).to(weight.dtype)
         constants = {"weight": weight * mask}
         bias = layer.interpolated_bias(alpha)
         if bias is not None:
