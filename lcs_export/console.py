@@ -56,11 +56,15 @@ def parity_table(reports: list[ParityReport] | list[dict[str, Any]], title: str 
         if abs(report["alpha"] - report["reference_alpha"]) > 1e-9:
             alpha += f" (-> {report['reference_alpha']:g})"
         diff = report["max_abs_logit_diff"]
+        result = "pass" if report["passed"] else "FAIL"
+        if report.get("reference_float32_error") is not None:
+            # The threshold was raised to what PyTorch's own float32 can resolve: say so.
+            result += f" (torch fp32 error {report['reference_float32_error']:.1e})"
         table.add_row(
             report["artifact"], alpha, str(report["samples"]), f"{report['agreement']:.2%}",
             f"{report['accuracy_reference']:.2%}", f"{report['accuracy_artifact']:.2%}",
             "inf" if diff is None else f"{diff:.2e}", report["regime"],
-            "pass" if report["passed"] else "FAIL",
+            result,
             style=None if report["passed"] else "red",
         )
     return table

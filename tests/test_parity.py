@@ -9,6 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from rich.console import Console
+
+from lcs_export.console import parity_table
 from lcs_export.parity import ReferenceCache, Tolerances, compare, parity_regime, reference_logits
 from lcs_export.validate import load_held_out, sweep_alphas
 from lcs_train.restore import load_subspace
@@ -59,6 +62,9 @@ def test_a_float_threshold_is_raised_only_to_what_float32_itself_can_meet(
     assert report.thresholds["max_logit_diff"] == pytest.approx(0.04)
     assert 7 in asked[0] and len(asked[0]) == 64 and list(asked[0]) == sorted(asked[0])
     assert report.to_dict()["reference_float32_error"] == 0.02
+    console = Console(width=200, record=True)
+    console.print(parity_table([report]))
+    assert "pass (torch fp32 error 2.0e-02)" in console.export_text()
     # Twice that error is the limit; the message says where the threshold came from.
     drifted[7] += 0.03
     report = compare(drifted, reference, labels, artifact="a.onnx", kind="level", alpha=0.5, reference_alpha=0.5,
