@@ -8,12 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from rich.console import Console
 
 from lcs_export.console import parity_table
-from lcs_export.parity import ReferenceCache, Tolerances, compare, parity_regime, reference_logits
+from lcs_export.parity import ReferenceCache, Tolerances, compare, float32_error, parity_regime, reference_logits
 from lcs_export.validate import load_held_out, sweep_alphas
+from lcs_train import Point, Unstructured, to_subspace
+from lcs_train.data import load_dataset
+from lcs_train.materialize import materialize_level
 from lcs_train.restore import load_subspace
 from lcs_train.subspace import at_alpha
 
@@ -84,6 +88,56 @@ def test_a_float_threshold_is_raised_only_to_what_float32_itself_can_meet(
     off = compare(drifted, reference, labels, artifact="a.onnx", kind="level", alpha=0.5, reference_alpha=0.5,
                   regime="float", tolerances=Tolerances(float_error_factor=0), float_error=never)
     assert not off.passed and off.reference_float32_error is None and "reference_float32_error" not in off.to_dict()
+
+
+def _ill_conditioned_subspace() -> nn.Module:
+    """A GroupNorm over 1x1 maps whose inputs all sit near 1e4 and differ by about one:
+    normalising them cancels most of float32's digits (what a 95 % sparse MobileNetV2's
+    GroupNorms over 1x1 maps do to the last bit of a convolution)."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Conv2d(8, 8, 1),
+                            nn.GroupNorm(2, 8), nn.Flatten(), nn.Linear(8, 10))
+    with torch.no_grad():
+        network[2].bias.fill_(1e4)
+    return to_subspace(network, Unstructured(), Point()).eval()
+
+
+def test_a_level_float32_cannot_resolve_passes_within_twice_its_float32_error_and_no_further(
+    subspace_checkpoint: Callable[[str, str], Path],
+) -> None:
+    model = _ill_conditioned_subspace()
+    held_out, labels = load_dataset("digits").held_out()
+    images, labels = held_out[:200].numpy(), labels[:200].numpy()
+    error = float32_error(model, images, 0.5)
+    assert error > 5e-3  # PyTorch's own float32 logits are this far from exact arithmetic
+    with torch.inference_mode():
+        exact = materialize_level(model, 0.5, [1, 8, 8]).double()(torch.from_numpy(images).double()).numpy()
+    references = ReferenceCache(model, images)
+
+    def score(logits: np.ndarray, measure: bool = True):
+        return compare(logits, references(0.5), labels, artifact="exact", kind="level", alpha=0.5,
+                       reference_alpha=0.5, regime="float", tolerances=Tolerances(),
+                       float_error=references.float_error(0.5) if measure else None)
+
+    assert not score(exact, measure=False).passed  # the fixed 1e-3 alone refuses exact arithmetic
+    report = score(exact)
+    assert report.passed and report.reference_float32_error == pytest.approx(error)
+    assert report.thresholds["max_logit_diff"] == pytest.approx(2 * error)
+    # Exact arithmetic even picks another class where PyTorch's top two are that close: a tie.
+    assert report.agreement < 1.0
+    moved = exact.copy()
+    moved[:, 0] += 3 * error
+    assert not score(moved).passed
+    # A swap of two classes far apart is a disagreement, threshold raised or not.
+    swapped = exact.copy()
+    order = np.argsort(swapped, axis=1)
+    far = np.flatnonzero(np.take_along_axis(swapped, order[:, -1:], 1)[:, 0]
+                         - np.take_along_axis(swapped, order[:, :1], 1)[:, 0] > 10 * error)[:2]
+    swapped[far, order[far, -1]], swapped[far, order[far, 0]] = swapped[far, order[far, 0]], swapped[far, order[far, -1]]
+    assert [f for f in score(swapped).failures if f.startswith("top-1 agreement")]
+    # A well-conditioned subspace's float32 error is far below the fixed threshold.
+    tiny, _ = load_subspace(subspace_checkpoint("unstructured", "line"))
+    assert float32_error(tiny, images, 0.5) < 1e-4
 
 
 def test_quantized_levels_tolerate_a_few_flips_but_not_an_accuracy_drop(logits: tuple[np.ndarray, np.ndarray]) -> None:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import os
 
-import numpy as np
 import pytest
 import torch
 import torchvision
@@ -25,7 +24,6 @@ from torch import nn
 
 from helpers import artifact_parity, digits_rgb, train_steps
 from lcs_export.export import build_alpha_graph, build_levels
-from lcs_export.parity import ReferenceCache, Tolerances, compare, float32_error
 from lcs_train import Point, Quantized, Structured, Unstructured, at_alpha, to_subspace
 from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.cost import level_cost
@@ -175,38 +173,10 @@ def test_torchscript_lite_alpha_input_graph_of_mobilenet_matches_pytorch_at_both
 def test_coreml_alpha_input_graph_of_mobilenet_matches_pytorch_at_both_ends(trained, tmp_path) -> None:
     reports = _alpha_input_reports(trained("mobilenet_v2", "unstructured"), "coreml", tmp_path)
     assert [r.alpha for r in reports] == [0.0, 0.95]
+    # How close it comes depends on the weights the few steps gave (threads change them): at
+    # 0.95 this network can be so badly conditioned that PyTorch's own float32 logits are 0.017
+    # from exact arithmetic, which the parity rule then allows (tests/test_parity.py).
     assert all(r.passed for r in reports), [r.failures for r in reports]
-    # At 0.95 the program's in-graph weights equal PyTorch's; its logits differ by about
-    # what PyTorch's own float32 logits differ from exact arithmetic (see the next test).
-    assert reports[0].reference_float32_error is None and reports[1].reference_float32_error > 1e-3
-
-
-def test_parity_allows_what_float32_itself_cannot_resolve_and_no_more(trained) -> None:
-    """At 95 % sparsity this MobileNetV2's GroupNorms over 1x1 and 2x2 maps amplify the last bit
-    of a convolution about ten thousand times: PyTorch's own float32 logits are further from
-    exact arithmetic than the fixed 1e-3 threshold, so no runtime that sums in another order
-    could pass it. Exact arithmetic (the same level in float64) passes under the raised
-    threshold; exact arithmetic moved by three times that error does not; at alpha 0 the
-    fixed threshold stands."""
-    run = trained("mobilenet_v2", "unstructured")
-    images, labels = run.images.numpy(), run.labels.numpy()
-    references = ReferenceCache(run.model, images)
-    with torch.no_grad():
-        exact = materialize_level(run.model, 0.95, run.input_shape).double()(run.images.double()).numpy()
-    error = float32_error(run.model, images, 0.95)
-    assert error > 5e-3 and float32_error(run.model, images, 0.0) < 1e-4
-
-    def score(logits: np.ndarray, float_error=references.float_error(0.95)):
-        return compare(logits, references(0.95), labels, artifact="exact", kind="level", alpha=0.95,
-                       reference_alpha=0.95, regime="float", tolerances=Tolerances(), float_error=float_error)
-
-    assert not score(exact, float_error=None).passed  # the fixed threshold alone refuses exact arithmetic
-    report = score(exact)
-    assert report.passed and report.reference_float32_error == pytest.approx(error)
-    assert report.thresholds["max_logit_diff"] == pytest.approx(2 * error)
-    moved = exact.copy()
-    moved[:, 0] += 3 * error
-    assert not score(moved).passed
 
 
 def test_a_model_whose_plan_cannot_be_derived_is_refused_naming_the_layer() -> None:
