@@ -117,17 +117,19 @@ def reference_logits(model: nn.Module, images: np.ndarray, alpha: float) -> np.n
 FLOAT_ERROR_ROWS = 64
 
 
-def float32_error(model: nn.Module, images: np.ndarray, alpha: float) -> float:
+def float32_error(model: nn.Module, images: np.ndarray, alpha: float, reference: np.ndarray | None = None) -> float:
     """How far PyTorch's float32 logits of the level at ``alpha`` are from exact arithmetic:
-    the largest |difference| on ``images`` between the subspace in float32 and its level,
-    materialised (the same float32 weights, masks and codes), computed in float64."""
+    the largest |difference| on ``images`` between the subspace in float32 (``reference``,
+    when already computed) and its level, materialised (the same float32 weights, masks and
+    codes), computed in float64."""
     from lcs_train.materialize import materialize_level
 
+    if reference is None:
+        reference = reference_logits(model, images, alpha)
     level = materialize_level(model, alpha, list(images.shape[1:])).double()
-    batch = torch.from_numpy(np.ascontiguousarray(images))
     with torch.inference_mode():
-        exact = level(batch.double()).numpy()
-    return float(np.abs(reference_logits(model, images, alpha).astype(np.float64) - exact).max())
+        exact = level(torch.from_numpy(np.ascontiguousarray(images)).double()).numpy()
+    return float(np.abs(reference.astype(np.float64) - exact).max())
 
 
 def run_batched(run: Callable[[np.ndarray, float], np.ndarray], images: np.ndarray, alpha: float) -> np.ndarray:
@@ -174,12 +176,10 @@ def compare(
             and np.isfinite(max_diff) and max_diff > thresholds["max_logit_diff"]):
         worst = np.argsort(-difference.max(axis=1), kind="stable")[:FLOAT_ERROR_ROWS]
         measured_error = float_error(np.sort(worst))
-        if measured_error is not None:
-            measured_error = float(measured_error)
-            thresholds["max_logit_diff"] = max(thresholds["max_logit_diff"],
-                                               tolerances.float_error_factor * measured_error)
     decided = agreement
     if measured_error is not None:
+        measured_error = float(measured_error)
+        thresholds["max_logit_diff"] = max(thresholds["max_logit_diff"], tolerances.float_error_factor * measured_error)
         # Logits each within the threshold can only swap two classes whose PyTorch logits are
         # within twice it; where the threshold is float32's own resolution such a swap is a tie.
         rows = np.flatnonzero(~agreed)
@@ -227,7 +227,7 @@ class ReferenceCache:
         (the fixed threshold then stands)."""
         def measure(rows: np.ndarray) -> float | None:
             try:
-                return float32_error(self.model, self.images[rows], alpha)
+                return float32_error(self.model, self.images[rows], alpha, self(alpha)[rows])
             except LcsError:
                 return None
 
