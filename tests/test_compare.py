@@ -203,12 +203,12 @@ def test_a_universally_slimmable_baseline_with_batch_norm_keeps_statistics_per_w
     assert entry["role"] == "universally slimmable baseline"
     assert [round(level["x"], 2) for level in entry["levels"]] == [1.0, 0.5, 0.25]
     held_out, labels = trainer.dataset.held_out()
-    level = build_levels(model, [0.5], list(held_out.shape[1:]))
+    levels = build_levels(model, [0.5], list(held_out.shape[1:]))
     target = get_target("onnx")
     (tmp_path / "onnx").mkdir()
-    artifacts = target.export_levels(level, held_out[:1], tmp_path / "onnx", target.parse_options({}))
+    artifacts = target.export_levels(levels, held_out[:1], tmp_path / "onnx", target.parse_options({}))
     reports = artifact_parity(target, tmp_path / "onnx", artifacts[0], model, held_out[:200], labels[:200],
-                              level[0].compression)
+                              levels[0].compression)
     assert [r.alpha for r in reports] == [0.5] and all(r.passed for r in reports), [r.failures for r in reports]
 
 
