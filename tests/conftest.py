@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,6 +27,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
 THREADS = torch.get_num_threads()
+
+#: A run started in the background of a non-interactive shell (``make test &``) inherits
+#: SIGINT ignored, and so would every process the Ctrl-C tests start (an ignored signal stays
+#: ignored across exec; a handler is reset to the default). Seen once: a backgrounded CI run
+#: whose interrupted exports slept through their SIGINT.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
