@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from lcs_train.errors import LcsError
+from lcs_train.materialize import materialize_level
 from lcs_train.subspace import at_alpha
 
 #: Batch size for both PyTorch and the artifact runtimes.
@@ -122,8 +123,6 @@ def float32_error(model: nn.Module, images: np.ndarray, alpha: float, reference:
     the largest |difference| on ``images`` between the subspace in float32 (``reference``,
     when already computed) and its level, materialised (the same float32 weights, masks and
     codes), computed in float64."""
-    from lcs_train.materialize import materialize_level
-
     if reference is None:
         reference = reference_logits(model, images, alpha)
     level = materialize_level(model, alpha, list(images.shape[1:])).double()

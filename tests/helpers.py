@@ -153,6 +153,21 @@ def random_subspace(output: Path, method: str, shape: str, seed: int = 0, **over
 # --- torchvision networks as subspaces (tests/test_to_subspace.py, tests/test_torchvision_models.py) ---
 
 
+@torch.no_grad()
+def recalibrate_plain_batch_norms(network: nn.Module, images: torch.Tensor, batch_size: int) -> list[nn.BatchNorm2d]:
+    """Recalibrate ``network``'s plain BatchNorms directly (statistics reset, cumulative
+    averages over ``images`` in batches of ``batch_size``), the reference the per-level
+    tables are checked against; returns them, in module order."""
+    norms = [module for module in network.modules() if isinstance(module, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+        norm.train()
+    for start in range(0, len(images), batch_size):
+        network(images[start:start + batch_size])
+    return norms
+
+
 def digits_rgb(count: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """``count`` real held-out MNIST digits in a seeded random order (the split is stored
     class by class), padded to 32 px, resized to ``size`` and repeated to RGB (torchvision

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from helpers import artifact_parity, digits_rgb, randomize_weights, tiny_config, train_steps
+from helpers import (artifact_parity, digits_rgb, randomize_weights, recalibrate_plain_batch_norms, tiny_config,
+                     train_steps)
 from lcs_export.export import build_alpha_graph, build_levels
 from lcs_export.parity import Tolerances, compare, reference_logits
 from lcs_train import Line, Point, Quantized, Structured, Unstructured, at_alpha, load_subspace, to_subspace
@@ -116,13 +117,7 @@ def test_recalibration_fills_each_row_as_batch_norm_recalibrated_at_that_level(s
         # A direct recalibration: the materialised level's plain BatchNorms, momentum=None,
         # on the same batches.
         level = materialize_level(small_subspace, grid[row])
-        for index in (1, 4):
-            level[index].reset_running_stats()
-            level[index].momentum = None
-            level[index].train()
-        with torch.no_grad():
-            for start in range(0, 64, 16):
-                level(images[start : start + 16])
+        assert recalibrate_plain_batch_norms(level, images, 16) == [level[1], level[4]]
         for index in (1, 4):
             assert torch.allclose(small_subspace[index].level_mean[row], level[index].running_mean, atol=1e-5), (row, index)
             assert torch.allclose(small_subspace[index].level_var[row], level[index].running_var, atol=1e-5), (row, index)

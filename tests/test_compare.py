@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import artifact_parity, tiny_config
+from helpers import artifact_parity, recalibrate_plain_batch_norms, tiny_config
 from train_helpers import assert_one_line_error, rewrite_checkpoint, run_cli
 
 from lcs_export.export import build_levels
@@ -180,16 +180,8 @@ def test_a_universally_slimmable_baseline_with_batch_norm_keeps_statistics_per_w
         # The level as materialised from the table, against the same narrowed network whose
         # own BatchNorms are recalibrated directly on the same images.
         level = materialize_level(model, grid[row], list(images.shape[1:]))
-        direct = copy.deepcopy(level)
-        plain = [m for m in direct.modules() if isinstance(m, nn.BatchNorm2d)]
+        plain = recalibrate_plain_batch_norms(copy.deepcopy(level), images, RECALIBRATION_BATCH)
         assert len(plain) == len(norms)
-        for norm in plain:
-            norm.reset_running_stats()
-            norm.momentum = None
-            norm.train()
-        with torch.no_grad():
-            for start in range(0, len(images), RECALIBRATION_BATCH):
-                direct(images[start:start + RECALIBRATION_BATCH])
         tabled = [m for m in level.modules() if isinstance(m, nn.BatchNorm2d)]
         for got, expected in zip(tabled, plain):
             assert torch.allclose(got.running_mean, expected.running_mean, atol=1e-4), row

@@ -130,12 +130,12 @@ class SwitchOnceRunner:
 
 
 def external_constants_model(proto: onnx.ModelProto, names: list[str]) -> tuple[bytes, dict[str, list[int]]]:
-    """The predict graph ``proto`` (changed in place) with those of the initializers ``names`` that a node reads turned into
-    external-data placeholders (no data), for ``add_external_initializers`` to fill at every
-    session creation, and the names turned with their shapes (a replacement must match the
-    shape exactly; the weights graph may give a scalar as [1]). An initializer no node reads
-    is left as it is: ONNX Runtime drops it at load, before the replacement, which would
-    then fail."""
+    """The predict graph ``proto`` (changed in place) with those of the initializers ``names``
+    that a node reads turned into external-data placeholders (no data), for
+    ``add_external_initializers`` to fill at every session creation, and the names turned
+    with their shapes (a replacement must match the shape exactly; the weights graph may give
+    a scalar as [1]). An initializer no node reads is left as it is: ONNX Runtime drops it at
+    load, before the replacement, which would then fail."""
     read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
     wanted = {name for name in names if name in read}
     turned = {}
