@@ -37,6 +37,7 @@ from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.baselines import check_baseline
 from lcs_train.calibrate import recalibrate_batch_norm
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from lcs_train.cpu_memory import retain_freed_cpu_memory
 from lcs_train import distributed
 from lcs_train.data import (
     DATASETS, DIRECTORY_DATASETS, FLIPPABLE_DATASETS, Dataset, load_dataset, random_flip, random_shift,
@@ -50,9 +51,9 @@ from lcs_train.precision import autocast, check_precision, grad_scaler, load_sca
 from lcs_train.sampling import sample_alphas
 from lcs_train.shapes import Line, Point, shape_from_name
 from lcs_train.subspace import (
+    add_line_cosine_squared_gradient,
     at_alpha,
     check_alpha,
-    line_cosine_squared,
     mark_fixed_alpha,
     set_alpha,
     set_schedule,
@@ -519,7 +520,11 @@ class Trainer:
         built with ``resume=True`` continues from it to the same weights as an uninterrupted
         run. ``on_step(facts)`` sees every step (``epoch``, ``step``, ``loss``, ``lr``,
         ``alpha``, ``ramp``); ``on_epoch(record)`` every epoch once it is saved.
+
+        On Linux, glibc's malloc is first set to keep freed memory for reuse
+        (``lcs_train.cpu_memory``): process-wide, and the process keeps its peak memory.
         """
+        retain_freed_cpu_memory()
         for epoch in range(self.start_epoch, self.config.epochs):
             record = self.train_epoch(epoch, on_step)
             self.history.append(record)
@@ -590,8 +595,10 @@ class Trainer:
                     f"lower --lr (now {config.lr:g}) or raise --warmup-epochs",
                 )
             if self.shape.ends == 2 and config.beta > 0:
-                # After the all-reduce: the regulariser is the same on every rank, added once.
-                self._backward(config.beta * line_cosine_squared(model))
+                # After the all-reduce: the regulariser is the same on every rank, added once
+                # (scaled like the loss's gradients when an fp16 loss scaler is on).
+                loss_scale = self.scaler.get_scale() if self.scaler is not None else 1.0
+                add_line_cosine_squared_gradient(model, config.beta * loss_scale)
             if self.scaler is not None:
                 self.scaler.step(self.optimizer)  # skips the step when fp16 gradients overflowed
                 self.scaler.update()

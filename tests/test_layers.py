@@ -6,7 +6,7 @@ import torch
 
 from lcs_train import Line, Point, Quantized, Structured, Unstructured, at_alpha, build_subspace, set_alpha
 from lcs_train.layers import CompressibleConv2d, CompressibleLinear
-from lcs_train.subspace import line_cosine_squared, set_schedule
+from lcs_train.subspace import add_line_cosine_squared_gradient, compressible_layers, line_cosine_squared, set_schedule
 
 
 def test_pruned_weights_get_no_task_gradient() -> None:
@@ -54,3 +54,42 @@ def test_cos_squared_is_zero_for_points_and_one_for_identical_ends() -> None:
     line = build_subspace("cpreresnet11", Unstructured(), Line())
     # Ends start identical (non-zero layers): cos^2 = 1, and the regulariser pushes them apart.
     assert abs(float(line_cosine_squared(line).detach()) - 1.0) < 1e-5
+
+
+def _cos_squared_by_autograd(model: torch.nn.Module) -> torch.Tensor:
+    """The regulariser written with plain autograd ops: the reference for both fast forms."""
+    ends = [(layer.weight, layer.weight_end) for layer in compressible_layers(model)
+            if getattr(layer, "weight_end", None) is not None and isinstance(layer, (CompressibleConv2d, CompressibleLinear))]
+    dot = sum((s * e).sum() for s, e in ends)
+    return dot**2 / (sum(s.square().sum() for s, _ in ends) * sum(e.square().sum() for _, e in ends))
+
+
+def test_the_regulariser_gradient_added_in_place_equals_autograd() -> None:
+    """Both the autograd Function and the in-place form training uses give the plain autograd
+    value and gradient, added to what ``.grad`` already holds (or set where it holds nothing)."""
+    torch.manual_seed(0)
+    model = build_subspace("cpreresnet11", Unstructured(), Line(), in_channels=1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.1)  # ends apart: cos^2 < 1
+    parameters = list(model.parameters())
+    task = [torch.randn_like(p) if index % 3 else None for index, p in enumerate(parameters)]
+
+    def gradients(add_regulariser) -> list[torch.Tensor | None]:
+        for parameter, grad in zip(parameters, task):
+            parameter.grad = None if grad is None else grad.clone()
+        add_regulariser()
+        return [None if p.grad is None else p.grad.clone() for p in parameters]
+
+    expected = gradients(lambda: (0.7 * _cos_squared_by_autograd(model)).backward())
+    function = gradients(lambda: (0.7 * line_cosine_squared(model)).backward())
+    value = []
+    in_place = gradients(lambda: value.append(add_line_cosine_squared_gradient(model, 0.7)))
+    assert 0.0 < float(value[0]) < 1.0
+    assert abs(float(value[0]) - float(_cos_squared_by_autograd(model).detach())) < 1e-6
+    assert sum(g is not None for g in expected) > len(parameters) // 2
+    for reference, got_function, got_in_place in zip(expected, function, in_place):
+        assert (reference is None) == (got_function is None) == (got_in_place is None)
+        if reference is not None:
+            torch.testing.assert_close(got_function, reference, rtol=1e-5, atol=1e-9)
+            torch.testing.assert_close(got_in_place, reference, rtol=1e-5, atol=1e-9)
