@@ -115,7 +115,9 @@ def _run_in_fresh_process(name: str, batch_size: int, steps: int, threads: int, 
     """``bench`` of one network in a new Python process (its medians, from a JSON line)."""
     command = [sys.executable, __file__, "--worker", "--model", name, "--batch-size", str(batch_size),
                "--steps", str(steps), "--threads", str(threads)] + (["--default-malloc"] if default_malloc else [])
-    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"the measurement of {name} failed:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -131,6 +133,8 @@ def main() -> None:
                         help="leave glibc's malloc settings as they are (Trainer.fit changes them)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.processes < 1:
+        parser.error("--processes must be at least 1")
     torch.set_num_threads(args.threads)
     if not args.default_malloc:
         retain_freed_cpu_memory()  # as Trainer.fit does, for both networks

@@ -153,6 +153,11 @@ def _cosine_gradient_scales(dot: Tensor, norm_start: Tensor, norm_end: Tensor, g
     return by_dot, by_start, by_end
 
 
+def _end_gradient(weight: Tensor, other: Tensor, by_dot: Tensor, by_own: Tensor) -> Tensor:
+    """The regulariser's gradient for ``weight``, whose pair partner is ``other``."""
+    return other.mul(by_dot).addcmul_(weight, by_own)
+
+
 def line_cosine_squared(model: nn.Module) -> Tensor:
     """cos^2 between the two ends of the line, over all conv and linear layers together.
 
@@ -182,7 +187,7 @@ def add_line_cosine_squared_gradient(model: nn.Module, scale: float | Tensor = 1
     for start, end in zip(pairs[0::2], pairs[1::2]):
         for weight, other, own in ((start, end, by_start), (end, start, by_end)):
             if weight.grad is None:
-                weight.grad = other.mul(by_dot).addcmul_(weight, own)
+                weight.grad = _end_gradient(weight, other, by_dot, own)
             else:
                 weight.grad.addcmul_(other, by_dot).addcmul_(weight, own)
     return dot.pow(2) / (norm_start * norm_end + 1e-12)
@@ -208,5 +213,5 @@ class _CosineSquared(torch.autograd.Function):
         by_dot, by_start, by_end = _cosine_gradient_scales(dot, norm_start, norm_end, grad)
         grads: list[Tensor] = []
         for start, end in zip(weights[0::2], weights[1::2]):
-            grads += [end.mul(by_dot).addcmul_(start, by_start), start.mul(by_dot).addcmul_(end, by_end)]
+            grads += [_end_gradient(start, end, by_dot, by_start), _end_gradient(end, start, by_dot, by_end)]
         return tuple(grads)
