@@ -37,7 +37,7 @@ from lcs_train.channel_plan import derive_channel_plan
 from lcs_train.baselines import check_baseline
 from lcs_train.calibrate import recalibrate_batch_norm
 from lcs_train.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from lcs_train.cpu_memory import retain_freed_cpu_memory
+from lcs_train.cpu_memory import release_freed_cpu_memory, retain_freed_cpu_memory
 from lcs_train import distributed
 from lcs_train.data import (
     DATASETS, DIRECTORY_DATASETS, FLIPPABLE_DATASETS, Dataset, load_dataset, random_flip, random_shift,
@@ -522,15 +522,19 @@ class Trainer:
         ``alpha``, ``ramp``); ``on_epoch(record)`` every epoch once it is saved.
 
         On Linux, glibc's malloc is first set to keep freed memory for reuse
-        (``lcs_train.cpu_memory``): process-wide, and the process keeps its peak memory.
+        (``lcs_train.cpu_memory``, process-wide): the process keeps its peak memory while it
+        trains, and the freed part is handed back to the kernel when ``fit`` returns.
         """
         retain_freed_cpu_memory()
-        for epoch in range(self.start_epoch, self.config.epochs):
-            record = self.train_epoch(epoch, on_step)
-            self.history.append(record)
-            self.save(epoch + 1)
-            if on_epoch is not None:
-                on_epoch(record)
+        try:
+            for epoch in range(self.start_epoch, self.config.epochs):
+                record = self.train_epoch(epoch, on_step)
+                self.history.append(record)
+                self.save(epoch + 1)
+                if on_epoch is not None:
+                    on_epoch(record)
+        finally:
+            release_freed_cpu_memory()
         return self.history
 
     def step_alphas(self, generator: torch.Generator) -> list[float]:
