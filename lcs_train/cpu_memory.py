@@ -7,8 +7,8 @@ same activation. A subspace step allocates more than a plain one (the compressed
 every layer, the gradients of both ends), and measured, this cost it more than a plain step,
 and differently from one process to the next: ``python bench/train_step.py --model cpreresnet20
 --default-malloc --processes 4`` measured the LCS+L step at 1.11 to 1.22x a plain one
-(median 1.151x, plain step 187 ms), and with these settings, as ``Trainer.fit`` sets them,
-1.04 to 1.06x (plain step 171 ms).
+(median 1.151x); with these settings, as ``Trainer.fit`` sets them, three runs of three
+processes each measured 1.03 to 1.08x (medians 1.055, 1.027 and 1.074x).
 
 The cost is resident memory: up to ``TRIM_THRESHOLD`` of freed heap stays mapped, so a
 training process holds on to its peak rather than shrinking between steps, until
