@@ -141,6 +141,11 @@ def _cosine_terms(weights: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
     return dot, norm_start, norm_end  # type: ignore[return-value]
 
 
+def _cosine_squared(dot: Tensor, norm_start: Tensor, norm_end: Tensor) -> Tensor:
+    """c = D^2 / (A B + 1e-12) from ``_cosine_terms``."""
+    return dot.pow(2) / (norm_start * norm_end + 1e-12)
+
+
 def _cosine_gradient_scales(dot: Tensor, norm_start: Tensor, norm_end: Tensor, grad: Tensor | float
                             ) -> tuple[Tensor, Tensor, Tensor]:
     """For c = D^2 / (A B + 1e-12): the gradient of ``grad`` x c is ``end x by_dot + start x
@@ -190,7 +195,7 @@ def add_line_cosine_squared_gradient(model: nn.Module, scale: float | Tensor = 1
                 weight.grad = _end_gradient(weight, other, by_dot, own)
             else:
                 weight.grad.addcmul_(other, by_dot).addcmul_(weight, own)
-    return dot.pow(2) / (norm_start * norm_end + 1e-12)
+    return _cosine_squared(dot, norm_start, norm_end)
 
 
 class _CosineSquared(torch.autograd.Function):
@@ -205,7 +210,7 @@ class _CosineSquared(torch.autograd.Function):
     def forward(ctx: Any, *weights: Tensor) -> Tensor:  # noqa: D102 (see the class)
         dot, norm_start, norm_end = _cosine_terms(list(weights))
         ctx.save_for_backward(dot, norm_start, norm_end, *weights)
-        return dot.pow(2) / (norm_start * norm_end + 1e-12)
+        return _cosine_squared(dot, norm_start, norm_end)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, ...]:  # noqa: D102
