@@ -19,6 +19,8 @@ import onnx
 import torch
 from torch import Tensor, nn
 
+from targets.onnx.torchlib_registry import shared_torchlib_registry
+
 #: Opset of float graphs, and of graphs holding UINT4 initializers (DequantizeLinear-21).
 FLOAT_OPSET = 18
 INT4_OPSET = 21
@@ -41,7 +43,7 @@ def export_onnx(
     """
     for logger in ("torch.onnx", "onnx_ir", "onnxscript"):
         logging.getLogger(logger).setLevel(logging.ERROR)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), shared_torchlib_registry():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module, args, dynamo=True, input_names=input_names, output_names=output_names,
