@@ -11,19 +11,27 @@ DEMO_EPOCHS ?= 15
 
 .PHONY: setup setup-apps demo test bench clean
 
-$(BIN)/.lcs-installed: pyproject.toml
+# The venv (created when missing) with the project and the extras in $(1) installed.
+define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[$(1)]'
+endef
+
+$(BIN)/.lcs-installed: pyproject.toml
+	$(call install,test)
 	touch $@
 
 setup: $(BIN)/.lcs-installed
 
 # The test suite also checks the executorch target, an optional extra (large: torchao and
-# tokenizers come with it), so only `make test` installs it and `make demo` stays lean.
-$(BIN)/.lcs-test-installed: $(BIN)/.lcs-installed pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[test,executorch,host]'
-	touch $@
+# tokenizers come with it), so only `make test` installs it and `make demo` stays lean. One
+# pip run installs everything (a second run only to add the extras cost a fresh machine 10 s
+# of resolving); what it installs includes the demo's, hence both stamps.
+TEST_EXTRAS := test,executorch,host
+$(BIN)/.lcs-test-installed: pyproject.toml
+	$(call install,$(TEST_EXTRAS))
+	touch $@ $(BIN)/.lcs-installed
 
 WEB := sample_apps/web
 
