@@ -14,6 +14,8 @@ the first mismatching key:
 
 from __future__ import annotations
 
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -46,16 +48,39 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
         if file.suffix == ".safetensors":
             state = load_file(str(file))
         else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # "Detected pickle protocol 4": a note about the file, not an error of the user's.
+                warnings.simplefilter("ignore")
+                state = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "WeightsUnpickler error:" not in str(error):
+            raise LcsError(f"--init {path} could not be read as a state_dict ({_first_line(error)})", fix) from None
+        # torch's own message opens by suggesting weights_only=False, which would run whatever
+        # code the file holds: pass on only what the restricted unpickler objected to.
+        raise LcsError(f"--init {path} is not a file of tensors alone: torch.load(weights_only=True), which "
+                       "unpickles only tensors and plain containers (anything else could run code), stopped at "
+                       f"{_unpickler_objection(str(error))!r}",
+                       "save only the tensors: safetensors.torch.save_file(model.state_dict(), PATH) where the model "
+                       "was built, and pass that file") from None
     except Exception as error:  # noqa: BLE001
-        # A file the user hands us: weights_only=True refuses anything but tensors and plain
-        # containers (an unpickling error), and a damaged file fails in the safetensors, zip or
-        # unpickler layers, each with its own exception type; to the user they all mean the same.
-        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
-        raise LcsError(f"--init {path} could not be read as a state_dict with weights_only=True ({reason})", fix) from None
+        # A damaged file fails in the safetensors, zip or unpickler layers, each with its own
+        # exception type; to the user they all mean the same.
+        raise LcsError(f"--init {path} could not be read as a state_dict ({_first_line(error)})", fix) from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in state.items()):
         raise LcsError(f"--init {path} is not a state_dict (a mapping of names to tensors)", fix)
     return state
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _unpickler_objection(message: str) -> str:
+    """What torch's weights-only unpickler refused, from its error message: the first sentence
+    of its detail, without the advice that follows (to allow-list the global)."""
+    detail = message.partition("WeightsUnpickler error:")[2]
+    lines = [line.strip() for line in detail.splitlines() if line.strip()]
+    return (lines[0].split(". ")[0] if lines else "no detail given")[:200]
 
 
 def _last_linear(model: nn.Module) -> str | None:

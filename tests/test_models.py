@@ -5,6 +5,8 @@ one line with exit code 2 and leaves nothing behind."""
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -139,13 +141,31 @@ def test_init_starts_both_ends_of_the_line_from_the_state_dict(suffix: str, tmp_
     assert [note.split(":")[0] for note in trainer.init_notes] == ["conv1", "fc"]
 
 
+class _Payload:
+    """Unpickled, it would create ``ran`` (the file it names) by calling ``os.system``."""
+
+    def __init__(self, ran: Path) -> None:
+        self.ran = ran
+
+    def __reduce__(self) -> tuple:
+        return (os.system, (f"touch {self.ran}",))
+
+
 def test_a_pickled_object_in_a_pth_is_refused_not_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = tmp_path / "hostile.pth"
-    torch.save({"conv1.weight": torch.zeros(1), "payload": nn.ReLU()}, path)  # a module needs unpickling code
+    module = tmp_path / "module.pth"
+    torch.save({"conv1.weight": torch.zeros(1), "payload": nn.ReLU()}, module)  # a module needs unpickling code
+    ran = tmp_path / "payload-ran"
+    hostile = tmp_path / "hostile.pth"  # a plain pickle (protocol 4, which torch warns about) calling os.system
+    hostile.write_bytes(pickle.dumps({"conv1.weight": _Payload(ran)}, protocol=4))
     out = tmp_path / "x.safetensors"
-    result = run_cli(capsys, "--model", "torchvision:resnet18", "--dataset", "digits", "--init", str(path), "--out", str(out))
-    assert_one_line_error(result, 2, "weights_only=True")
-    assert not out.exists()
+    for path, objection in ((module, "GLOBAL torch.nn.modules.activation.ReLU"), (hostile, "Unsupported operand")):
+        result = run_cli(capsys, "--model", "torchvision:resnet18", "--dataset", "digits", "--init", str(path),
+                         "--out", str(out))
+        assert_one_line_error(result, 2, f"--init {path} is not a file of tensors alone: torch.load(weights_only=True)")
+        assert objection in result.stderr
+        # torch's own message advises weights_only=False, which would run the payload: not passed on.
+        assert "False" not in result.stderr and "add_safe_globals" not in result.stderr
+    assert not out.exists() and not ran.exists()
 
 
 @pytest.mark.parametrize("args, message", [
