@@ -17,6 +17,7 @@ notices.
 from __future__ import annotations
 
 import contextlib
+import copy
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -46,8 +47,9 @@ def registry_class() -> Any:
 
 
 def _copy(built: Any) -> Any:
-    registry = type(built)()
-    registry._opset_version = built._opset_version
+    """A registry the exporter may add to without touching ``built``: every attribute shared,
+    but the table of translations (what ``register_op`` appends to) copied down to its lists."""
+    registry = copy.copy(built)
     registry.functions = {target: list(decompositions) for target, decompositions in built.functions.items()}
     return registry
 
