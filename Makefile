@@ -66,6 +66,7 @@ test: $(BIN)/.lcs-test-installed setup-apps
 bench: setup
 	$(BIN)/python bench/train_step.py
 	$(BIN)/python bench/export.py
+	$(BIN)/python bench/export_time.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
