@@ -36,6 +36,7 @@ PRIVATE_API: tuple[str, ...] = (
     "coremltools.converters.mil:Builder.constexpr_affine_dequantize",
     # weights.py: a graph pass applied to a converted model, editing its blocks
     "coremltools.models.utils:_apply_graph_pass",
+    "coremltools.converters.mil.converter:mil_convert",
     "coremltools.converters.mil.mil.passes.graph_pass:AbstractGraphPass",
     "coremltools.converters.mil.mil:Block.replace_uses_of_var_after_op",
     "coremltools.converters.mil.mil:Block.remove_ops",
