@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+#: One worker runs this module, so the fresh interpreter below starts once, not once per worker.
+pytestmark = pytest.mark.xdist_group("import_graph")
+
 ROOT = Path(__file__).resolve().parent.parent
 #: package -> the packages it must never import
 FORBIDDEN = {"lcs_train": ("targets", "lcs_export"), "targets": ("lcs_export",)}
