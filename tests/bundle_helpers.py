@@ -13,12 +13,11 @@ import io
 import os
 import shutil
 import stat
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import CliResult  # noqa: F401 (re-exported for the tests that import it from here)
+from helpers import CliResult, built_once_per_run  # noqa: F401 (CliResult: re-exported for the tests that import it from here)
 
 
 
@@ -66,38 +65,19 @@ def tree_state(path: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[str, i
 APP_LEVELS = "0.0,0.5,0.9"
 
 
-def shared_bundle(factory: pytest.TempPathFactory, name: str, export: Callable[[Path], Any]) -> Path:
-    """The bundle ``export(output)`` writes, exported once for the whole test run.
-
-    Under pytest-xdist every worker is its own process: the first to get here exports into
-    the run's directory (above every worker's own) under a lock, and the others reuse it.
-    Copy it before changing it.
-    """
-    from filelock import FileLock
-
-    root = factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent
-    output = root / name / "bundle"
-    with FileLock(str(root / f"{name}.lock")):
-        if not (output / "manifest.json").is_file():
-            export(output)
-    return output
-
-
 def onnx_bundle(factory: pytest.TempPathFactory, checkpoint: Path) -> Path:
     """A real, validated ONNX bundle of ``checkpoint``, written once per run through
     ``export_bundle``: level files at 0, 0.5 and 0.9 plus the alpha graphs (single graph and
     switch-once pair), checked on 60 held-out samples. Copy it before changing it.
 
-    Keyed by the checkpoint's content: the fixture checkpoints are seeded, so every worker's
-    copy of one is the same file, and every module asking for one checkpoint's bundle (the
+    Keyed by the checkpoint's content: every module asking for one checkpoint's bundle (the
     sample apps', the bundle-safety, fuzz and interruption tests) shares one export."""
     from lcs_export.export import ExportRequest, export_bundle
 
     digest = hashlib.sha256(Path(checkpoint).read_bytes()).hexdigest()[:16]
-    return shared_bundle(factory, f"onnx-bundle-{digest}", lambda output: export_bundle(ExportRequest(
-        target="onnx", checkpoint=checkpoint, output=output, levels=APP_LEVELS, dynamic_alpha=True, samples=60)))
+    return built_once_per_run(factory, f"onnx-bundle-{digest}", "bundle/manifest.json", lambda directory: export_bundle(
+        ExportRequest(target="onnx", checkpoint=checkpoint, output=directory / "bundle", levels=APP_LEVELS,
+                      dynamic_alpha=True, samples=60))) / "bundle"
 
 
 def copy_bundle(bundle: Path, destination: Path) -> Path:

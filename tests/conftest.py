@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import random_subspace, train_tiny
+from helpers import built_once_per_run, random_subspace, train_tiny
 
 #: Under pytest-xdist every worker is one process on a shared machine: one torch thread each
 #: (and for the processes tests start) instead of each claiming every core.
@@ -46,14 +46,22 @@ def _keep_torch_threads() -> Iterator[None]:
         torch.set_num_threads(THREADS)
 
 
-def _cached(factory: pytest.TempPathFactory, kind: str, build: Callable[[Path, str, str], Path]) -> Callable[[str, str], Path]:
+def _cached(factory: pytest.TempPathFactory, kind: str, build: Callable[[Path, str, str], Path],
+            per_run: bool = False) -> Callable[[str, str], Path]:
+    """``get(method, shape)``: the checkpoint ``build`` writes, built once per worker, or with
+    ``per_run`` once for the whole run (``helpers.built_once_per_run``)."""
     cache: dict[tuple[str, str], Path] = {}
 
     def get(method: str = "unstructured", shape: str = "line") -> Path:
         key = (method, shape)
         if key not in cache:
-            directory = factory.mktemp(f"{kind}-{method}-{shape}")
-            cache[key] = build(directory / "subspace.safetensors", method, shape)
+            name = f"{kind}-{method}-{shape}"
+            if per_run:
+                directory = built_once_per_run(factory, name, "subspace.safetensors",
+                                               lambda d: build(d / "subspace.safetensors", method, shape))
+                cache[key] = directory / "subspace.safetensors"
+            else:
+                cache[key] = build(factory.mktemp(name) / "subspace.safetensors", method, shape)
         return cache[key]
 
     return get
@@ -61,8 +69,9 @@ def _cached(factory: pytest.TempPathFactory, kind: str, build: Callable[[Path, s
 
 @pytest.fixture(scope="session")
 def subspace_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, str], Path]:
-    """``subspace_checkpoint(method, shape)``: an untrained, calibrated digits subspace."""
-    return _cached(tmp_path_factory, "random", random_subspace)
+    """``subspace_checkpoint(method, shape)``: an untrained, calibrated digits subspace, built
+    once for the whole run (both xdist workers read the same file; copy it to change it)."""
+    return _cached(tmp_path_factory, "random", random_subspace, per_run=True)
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,13 @@ Two kinds of subspace checkpoint, both through ``Trainer`` (same metadata, same 
 from __future__ import annotations
 
 import math
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -39,6 +43,28 @@ class CliResult:
     def error_lines(self) -> list[str]:
         """The non-blank lines on stderr: a user error must be exactly one."""
         return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+def built_once_per_run(factory: pytest.TempPathFactory, name: str, marker: str,
+                       build: Callable[[Path], Any]) -> Path:
+    """The directory ``build(directory)`` fills, built once for the whole test run.
+
+    Under pytest-xdist every worker is its own process: the first to get here builds into the
+    run's directory (above every worker's own) under a lock, the others wait for it and reuse
+    what it built. ``marker``, relative to the directory, is the file whose presence says the
+    build finished (a build that failed is tried again by the next). Copy before changing.
+    """
+    from filelock import FileLock
+
+    root = factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    directory = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (directory / marker).is_file():
+            directory.mkdir(parents=True, exist_ok=True)
+            build(directory)
+    return directory
 
 
 def tiny_config(method: str, shape: str, epochs: int = 2, **overrides: object):
