@@ -1,9 +1,11 @@
 """ExecuTorch quantized levels: float32 weights (the default) against integer codes (``--weight-codes``).
 
-For an untrained, calibrated quantized cPreResNet20 (28x28 input), each level is lowered both
-ways and run through ``executorch.runtime`` at batch 1: median latency over interleaved calls
-and the program's bytes. With codes the convolutions read weights computed in the graph, which
-XNNPACK does not take, so they run on the portable kernels. Nothing here asserts on time.
+For an untrained, calibrated quantized cPreResNet20 (28x28 input), each level is lowered three
+ways and run through ``executorch.runtime`` at batch 1: median latency over interleaved calls,
+the program's bytes and the time lowering took. With codes the convolutions read weights
+computed in the graph, which XNNPACK does not take, so they run on the portable kernels; the
+codes are lowered once with XNNPACK taking the elementwise ops in between and once on the
+portable kernels alone (what ``--weight-codes`` writes). Nothing here asserts on time.
 
     python bench/executorch_weights.py [--calls 40]
 """
@@ -42,11 +44,16 @@ def main() -> None:
     example = (torch.randn(2, 1, 28, 28),)
     for alpha in model_method(model).discrete_alphas()[::3]:
         level = materialize_level(model, alpha, [1, 28, 28]).eval()
-        programs = {"codes": export_program(level, example, 8)}
-        programs["float32"] = fold_constants(export_program(level, example, 8))
-        methods, sizes, loaded = {}, {}, []
-        for name, program in programs.items():
-            data = lower({"forward": program}).data
+        codes = export_program(level, example, 8)
+        # (program, delegate): codes lowered with XNNPACK taking what it can, and on the
+        # portable kernels alone (its convolutions are portable either way).
+        programs = {"codes": (codes, True), "codes, portable": (codes, False),
+                    "float32": (fold_constants(export_program(level, example, 8)), True)}
+        methods, sizes, lowering, loaded = {}, {}, {}, []
+        for name, (program, delegate) in programs.items():
+            started = time.perf_counter()
+            data = lower({"forward": program}, delegate=delegate).data
+            lowering[name] = time.perf_counter() - started
             sizes[name] = len(data)
             loaded.append((data, runtime.load_program(data)))  # a method needs its program alive
             methods[name] = loaded[-1][1].load_method("forward")
@@ -59,9 +66,12 @@ def main() -> None:
                 method.execute([image])
                 samples[name].append(time.perf_counter() - start)
         median = {name: statistics.median(values) * 1e3 for name, values in samples.items()}
-        print(f"alpha {alpha:g}: float32 weights {median['float32']:.2f} ms, {sizes['float32']:,} B; "
-              f"codes {median['codes']:.2f} ms, {sizes['codes']:,} B; "
-              f"latency {median['float32'] / median['codes']:.2f}x, size {sizes['codes'] / sizes['float32']:.2f}x")
+        print(f"alpha {alpha:g}: " + "; ".join(
+            f"{name} {median[name]:.2f} ms, {sizes[name]:,} B, lowered in {lowering[name]:.1f} s" for name in methods))
+        print(f"  codes over float32: latency {median['codes'] / median['float32']:.2f}x, size "
+              f"{sizes['codes'] / sizes['float32']:.2f}x; codes portable over codes: latency "
+              f"{median['codes, portable'] / median['codes']:.2f}x, lowering "
+              f"{lowering['codes, portable'] / lowering['codes']:.2f}x")
 
 
 if __name__ == "__main__":

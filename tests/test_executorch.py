@@ -72,8 +72,9 @@ def test_a_quantized_level_is_its_own_xnnpack_pte_and_passes_parity(quantized):
 @needs_executorch
 def test_weight_codes_keep_a_quantized_level_small_but_off_xnnpack(subspace_checkpoint, quantized, tmp_path):
     """By default a quantized level's weights are float32 constants, whose convolutions
-    XNNPACK takes; --weight-codes keeps the integer codes, dequantized in the graph, whose
-    convolutions stay on the portable kernels, in a smaller file, with parity either way."""
+    XNNPACK takes; --weight-codes keeps the integer codes, dequantized in the graph, which
+    XNNPACK does not take, and the level runs on the portable kernels alone, in a smaller
+    file, with parity either way."""
     coded = _export(subspace_checkpoint("quantized", "line"), tmp_path / "bundle", "1.0",
                     options={"weight_codes": True})
     assert coded.validation.passed
@@ -83,6 +84,8 @@ def test_weight_codes_keep_a_quantized_level_small_but_off_xnnpack(subspace_chec
     codes = coded.manifest["artifacts"][0]
     assert "aten::convolution.out" not in floats["details"]["portable_ops"]["forward"]
     assert "aten::convolution.out" in codes["details"]["portable_ops"]["forward"]
+    assert floats["details"]["backend"] == "XnnpackBackend" and floats["details"]["delegated_calls"]["forward"] > 0
+    assert codes["details"]["backend"] == "portable kernels only" and codes["details"]["delegated_calls"]["forward"] == 0
     assert codes["bytes"] < floats["bytes"]
 
 

@@ -65,9 +65,9 @@ class ExecuTorchOptions:
     multimethod: bool = option(False, "write every level as a method (level_0p5, ...) of one levels.pte "
                                       "instead of one .pte per level")
     weight_codes: bool = option(False, "keep quantized levels' integer weight codes, dequantized in the graph: "
-                                       "files about 0.3x, but their convolutions run on the portable kernels, "
-                                       "about 14x slower; by default the weights are stored dequantized to "
-                                       "float32 and XNNPACK runs them")
+                                       "files about 0.3x, but such a level runs on the portable kernels, 14 to "
+                                       "24x slower; by default the weights are stored dequantized to float32 "
+                                       "and XNNPACK runs them")
     max_batch: int = option(MAX_BATCH, "largest batch a method accepts (the runtime plans memory for it)",
                             flag=False)
 
@@ -96,11 +96,18 @@ class ExecuTorchTarget(Target):
         programs = {level.alpha: export_program(level.module, (batch,), options.max_batch) for level in levels}
         if not options.weight_codes:
             programs = {alpha: fold_constants(program) for alpha, program in programs.items()}
+        # Integer codes leave XNNPACK no convolution (their weights are computed in the graph),
+        # only the elementwise ops between them, in two dozen small partitions: on the portable
+        # kernels alone a call took 1.02 to 1.03x the time, the file was a tenth smaller and
+        # lowering took 0.4x as long (bench/executorch_weights.py), so such levels are not delegated.
+        delegate = not (options.weight_codes and any("bits" in level.compression for level in levels))
+        backend = BACKEND if delegate else None
         if options.multimethod:
             methods = {alpha: method_name(alpha) for alpha in programs}
-            lowered = _checked(lower({methods[a]: p for a, p in programs.items()}), "levels", _LEVEL_FIX)
+            lowered = _checked(lower({methods[a]: p for a, p in programs.items()}, delegate=delegate), "levels",
+                               _LEVEL_FIX)
             path = _write(Path(directory) / MULTIMETHOD_FILE, lowered)
-            details = {**_details(lowered, options, [INPUT_NAME]),
+            details = {**_details(lowered, options, [INPUT_NAME], backend=backend),
                        "methods": {str(alpha): name for alpha, name in methods.items()}}
             usage = ("load it with the ExecuTorch runtime and call the method named for the level you want "
                      "(details.methods: alpha -> method) with input float32 NCHW; switching level is "
@@ -108,9 +115,10 @@ class ExecuTorchTarget(Target):
             return [Artifact(path.name, "multifunction", list(methods), details, usage=usage)]
         artifacts = []
         for alpha, program in programs.items():
-            lowered = _checked(lower({"forward": program}), f"level {alpha:g}", _LEVEL_FIX)
+            lowered = _checked(lower({"forward": program}, delegate=delegate), f"level {alpha:g}", _LEVEL_FIX)
             path = _write(Path(directory) / level_file(alpha), lowered)
-            details = {**_details(lowered, options, [INPUT_NAME]), "alpha": alpha, "method": "forward"}
+            details = {**_details(lowered, options, [INPUT_NAME], backend=backend), "alpha": alpha,
+                       "method": "forward"}
             usage = "load it with the ExecuTorch runtime and call method forward(input) with input float32 NCHW"
             artifacts.append(Artifact(path.name, "level", [alpha], details, usage=usage))
         return artifacts
