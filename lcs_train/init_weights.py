@@ -14,7 +14,6 @@ the first mismatching key:
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 
@@ -52,17 +51,16 @@ def read_state_dict(path: str) -> dict[str, Tensor]:
                 # "Detected pickle protocol 4": a note about the file, not an error of the user's.
                 warnings.simplefilter("ignore")
                 state = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        if "WeightsUnpickler error:" not in str(error):
-            raise LcsError(f"--init {path} could not be read as a state_dict ({_first_line(error)})", fix) from None
-        # torch's own message opens by suggesting weights_only=False, which would run whatever
-        # code the file holds: pass on only what the restricted unpickler objected to.
-        raise LcsError(f"--init {path} is not a file of tensors alone: torch.load(weights_only=True), which "
-                       "unpickles only tensors and plain containers (anything else could run code), stopped at "
-                       f"{_unpickler_objection(str(error))!r}",
-                       "save only the tensors: safetensors.torch.save_file(model.state_dict(), PATH) where the model "
-                       "was built, and pass that file") from None
     except Exception as error:  # noqa: BLE001
+        if "WeightsUnpickler error:" in str(error):
+            # torch's restricted unpickler refused an object. Its own message opens by advising
+            # weights_only=False, which would run whatever code the file holds: pass on only
+            # what it objected to.
+            raise LcsError(f"--init {path} is not a file of tensors alone: torch.load(weights_only=True), which "
+                           "unpickles only tensors and plain containers (anything else could run code), stopped at "
+                           f"{_unpickler_objection(str(error))!r}",
+                           "save only the tensors: safetensors.torch.save_file(model.state_dict(), PATH) where the "
+                           "model was built, and pass that file") from None
         # A damaged file fails in the safetensors, zip or unpickler layers, each with its own
         # exception type; to the user they all mean the same.
         raise LcsError(f"--init {path} could not be read as a state_dict ({_first_line(error)})", fix) from None
