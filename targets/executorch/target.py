@@ -30,6 +30,7 @@ from torch import Tensor
 
 from lcs_train.alpha_graph import ALPHA_NAME, INPUT_NAME, OUTPUT_NAME
 from lcs_train.errors import LcsError
+from lcs_train.level_layers import QuantizedWeight
 from targets.base import ALPHA_INPUT, LEVELS, MULTIFUNCTION, Artifact, Target, artifact_path, option, register_target
 from targets.executorch.lower import LoweredProgram, export_program, fold_constants, lower, quiet_executorch_import
 from targets.executorch.runner import ExecuTorchRunner
@@ -100,7 +101,8 @@ class ExecuTorchTarget(Target):
         # only the elementwise ops between them, in two dozen small partitions: on the portable
         # kernels alone a call took 1.02 to 1.03x the time, the file was a tenth smaller and
         # lowering took 0.4x as long (bench/executorch_weights.py), so such levels are not delegated.
-        delegate = not (options.weight_codes and any("bits" in level.compression for level in levels))
+        delegate = not (options.weight_codes and any(isinstance(module, QuantizedWeight)
+                                                     for level in levels for module in level.module.modules()))
         backend = BACKEND if delegate else None
         if options.multimethod:
             methods = {alpha: method_name(alpha) for alpha in programs}
