@@ -26,7 +26,7 @@ from lcs_train.materialize import materialize_level  # noqa: E402
 from lcs_train.subspace import build_subspace, model_method  # noqa: E402
 from lcs_train.methods import method_from_name  # noqa: E402
 from lcs_train.shapes import shape_from_name  # noqa: E402
-from targets.executorch.lower import export_program, fold_constants, lower, quiet_executorch_import  # noqa: E402
+from targets.executorch.lower import export_program, fold_constants, lower  # noqa: E402
 
 
 def main() -> None:
@@ -37,8 +37,7 @@ def main() -> None:
     model = build_subspace("cpreresnet20", method_from_name("quantized"), shape_from_name("line"),
                            in_channels=1, num_classes=10)
     calibrate_activation_ranges(model, torch.randn(64, 1, 28, 28))
-    with quiet_executorch_import():
-        from executorch.runtime import Runtime
+    from executorch.runtime import Runtime
     runtime = Runtime.get()
     image = torch.randn(1, 1, 28, 28)
     example = (torch.randn(2, 1, 28, 28),)

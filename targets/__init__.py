@@ -13,6 +13,9 @@ import sys
 
 from targets.base import TARGETS, UNAVAILABLE, Artifact, Runner, Target, get_target, register_target
 from targets.inputs import AlphaGraph, Level, SwitchOnce
+from targets.library_notices import drop_enum_constant_notice
+
+drop_enum_constant_notice()
 
 # Off macOS, coremltools warns at import that its prediction library is missing. That is
 # expected here (parity then runs through targets.coreml.mil_interpreter), so the import is quiet.

@@ -14,10 +14,8 @@ k = the whole length and ``sorted=True`` also returns, and the portable kernels 
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,19 +25,6 @@ from torch import Tensor, nn
 #: Call targets in a lowered graph that are bookkeeping, not kernels: delegate calls, the
 #: tuple indexing of their results, memory planning and views that own no compute.
 _BOOKKEEPING = ("executorch_call_delegate", "getitem", "alloc", "view", "sym_size")
-
-
-@contextlib.contextmanager
-def quiet_executorch_import() -> Iterator[None]:
-    """Import executorch without the deprecation notice torchao's import logs through torch's
-    pytree logger (an Enum registered as a constant), which says nothing about the export."""
-    logger = logging.getLogger("torch.utils._pytree")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _sort_as_topk(values: Tensor, dim: int = -1, descending: bool = False) -> tuple[Tensor, Tensor]:
@@ -93,8 +78,7 @@ def fold_constants(program: torch.export.ExportedProgram) -> torch.export.Export
     """``program`` with every computation on constants alone done now, at export: a
     quantized level's dequantization of its weight codes becomes float32 weights, which
     XNNPACK takes (it takes no convolution whose weights are computed in the graph)."""
-    with quiet_executorch_import():
-        from executorch.exir.passes.constant_prop_pass import constant_prop_pass
+    from executorch.exir.passes.constant_prop_pass import constant_prop_pass
 
     return constant_prop_pass(program)
 
@@ -102,9 +86,8 @@ def fold_constants(program: torch.export.ExportedProgram) -> torch.export.Export
 def lower(programs: Mapping[str, torch.export.ExportedProgram], delegate: bool = True) -> LoweredProgram:
     """One ``.pte`` holding every program of ``programs`` as a method of that name,
     XNNPACK-delegated where it can be (``delegate``), else on the portable kernels alone."""
-    with quiet_executorch_import():
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import ExecutorchBackendConfig, to_edge_transform_and_lower
 
     edge = to_edge_transform_and_lower(dict(programs), partitioner=[XnnpackPartitioner()] if delegate else None)
     shape_passes = {name: declared_ranges(program) for name, program in programs.items()}

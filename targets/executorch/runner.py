@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from lcs_train.errors import LcsError
-from targets.executorch.lower import quiet_executorch_import
 
 ALPHA_TOLERANCE = 1e-6
 #: Runtime log lines that say why a program or method could not load, by kind.
@@ -75,8 +74,7 @@ class ExecuTorchRunner:
 
     def __init__(self, path: Path, *, alphas: list[float], methods: dict[float, str] | None = None,
                  alpha_input: bool = False, max_batch: int = 32) -> None:
-        with quiet_executorch_import():
-            from executorch.runtime import Runtime
+        from executorch.runtime import Runtime
 
         self.path, self.alphas, self.alpha_input = Path(path), list(alphas), alpha_input
         self.methods = dict(methods or {})

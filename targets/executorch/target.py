@@ -32,7 +32,7 @@ from lcs_train.alpha_graph import ALPHA_NAME, INPUT_NAME, OUTPUT_NAME
 from lcs_train.errors import LcsError
 from lcs_train.level_layers import QuantizedWeight
 from targets.base import ALPHA_INPUT, LEVELS, MULTIFUNCTION, Artifact, Target, artifact_path, option, register_target
-from targets.executorch.lower import LoweredProgram, export_program, fold_constants, lower, quiet_executorch_import
+from targets.executorch.lower import LoweredProgram, export_program, fold_constants, lower
 from targets.executorch.runner import ExecuTorchRunner
 from targets.inputs import AlphaGraph, Level, batch_example
 
@@ -157,8 +157,7 @@ class ExecuTorchTarget(Target):
 def _checked(lowered: LoweredProgram, what: str, fix: str) -> LoweredProgram:
     """Refuse a program that needs a kernel this ExecuTorch runtime does not link, naming the
     method and the kernel, before anything is written."""
-    with quiet_executorch_import():
-        from executorch.runtime import Runtime
+    from executorch.runtime import Runtime
 
     available = Runtime.get().operator_registry.operator_names
     for method, ops in lowered.portable_ops.items():
