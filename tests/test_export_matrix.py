@@ -3,7 +3,7 @@ the CLI's defaults, so torchvision models keep their BatchNorms with statistics 
 then ``lcs-export`` to ONNX, TorchScript Lite and Core ML (levels, Core ML's multifunction
 program, and for some the alpha-input graphs), each bundle validated against PyTorch.
 
-Opt-in (``LCS_EXPORT_MATRIX=1``): about 45 minutes on 2 cores, far beyond make test's budget;
+Opt-in (``LCS_EXPORT_MATRIX=1``): about 30 minutes on 2 cores, far beyond make test's budget;
 make test covers the same code on smaller networks (tests/test_torchvision_models.py,
 tests/test_batch_norm.py). The images are the 8x8 digits drawn at 64 px in RGB, so that
 structured levels' InstanceNorms and BatchNorms see more than one value per channel.
@@ -24,18 +24,20 @@ from bundle_helpers import run_cli as run_export
 from helpers import digits_rgb
 from train_helpers import run_cli as run_train
 
-pytestmark = [
-    pytest.mark.skipif(os.environ.get("LCS_EXPORT_MATRIX") != "1",
-                       reason="every model trained and exported to three targets takes about 45 min on 2 cores: "
-                              "run with LCS_EXPORT_MATRIX=1"),
-    pytest.mark.xdist_group("export_matrix"),
-]
+#: No xdist group: the cases are independent, so the two workers share them.
+pytestmark = pytest.mark.skipif(os.environ.get("LCS_EXPORT_MATRIX") != "1",
+                                reason="every model trained and exported to three targets takes about 30 min on "
+                                       "2 cores: run with LCS_EXPORT_MATRIX=1")
 
 SIZE = 64
 #: A log line in glog's format (torch's, executorch's), a Python warning, a traceback.
 LIBRARY_NOISE = re.compile(r"^[IWEF]\d{4} \d\d:\d\d|Warning:|Traceback")
 #: The level alphas exported per method (quantized levels are whole bit widths: 0.6 is 5 bits).
 LEVELS = {"unstructured": "0.0,0.5", "structured": "0.0,0.5", "quantized": "0.0,0.6"}
+#: EfficientNet-B0 from scratch at the quick recipe's lr 0.1 and batch 16 diverged in its one
+#: epoch (loss 6 to 13, logits in the thousands), and a network that far gone is refused by
+#: parity for float noise (README, "Models"); at 0.01 it trains and passes.
+LEARNING_RATES = {"torchvision:efficientnet_b0": "0.01"}
 #: (model, method, with the alpha-input graphs): every torchvision family the README names for
 #: each method, depthwise convs, hard-swish and squeeze-excitation included, and the paper's
 #: CIFAR networks. Alpha-input graphs of the larger networks take many minutes each; they are
@@ -86,7 +88,8 @@ def test_trains_and_exports_to_every_target_with_parity(
     checkpoint = tmp_path / "subspace.safetensors"
     trained = run_train(capsys, "--model", model, "--method", method, "--dataset", "imagefolder",
                         "--data-dir", str(image_folder), "--image-size", str(SIZE), "--epochs", "1",
-                        "--batch-size", "16", "--no-evaluate", "--out", str(checkpoint))
+                        "--batch-size", "16", "--no-evaluate", "--out", str(checkpoint),
+                        *(["--lr", LEARNING_RATES[model]] if model in LEARNING_RATES else []))
     assert trained.code == 0, trained.stderr[-2000:]
     for target, extra in (("onnx", []), ("torchscript-lite", []), ("coreml", ["--multifunction"])):
         output = tmp_path / target
