@@ -36,25 +36,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-#: The xdist groups that take longest (seconds of one worker, from ``--durations`` on this
-#: machine), longest first. Scheduled first, so that at the end of a run both workers are
-#: finishing short, ungrouped tests instead of one waiting on the other's last long group
-#: (pyproject's ``--no-loadscope-reorder`` keeps this order; xdist's own orders groups by how
-#: many tests they hold).
-LONGEST_GROUPS = ("executorch", "targets_onnx_ptl", "coreml", "batch_norm", "torchvision_models", "trained",
-                  "bundle_safety", "interrupt_export", "fuzz_bundle", "mil_interpreter")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Longest groups first (``LONGEST_GROUPS``); everything else after, in collection order."""
-    def rank(item: pytest.Item) -> int:
-        marker = item.get_closest_marker("xdist_group")
-        group = marker.args[0] if marker and marker.args else marker.kwargs.get("name") if marker else None
-        return LONGEST_GROUPS.index(group) if group in LONGEST_GROUPS else len(LONGEST_GROUPS)
-
-    items.sort(key=rank)
-
-
 @pytest.fixture(autouse=True)
 def _keep_torch_threads() -> Iterator[None]:
     """Put back the worker's torch thread count after a test that changed it (the trainer's
